@@ -1,0 +1,49 @@
+"""securedc — private, robust, audited dataset condensation.
+
+Condense a training set into a few synthetic images per class by minimising a
+discrepancy to the real distribution, optionally with a differential-privacy
+guarantee (``epsilon``) and an adversarial term (``adv_eps``); audit and export.
+
+Example:
+    >>> import securedc
+    >>> out = securedc.condense("digits", ipc=1, iterations=2, batch_real=8)
+    >>> tuple(out.images.shape)
+    (10, 1, 8, 8)
+"""
+
+__version__ = "0.1.0"
+
+from securedc.api import Condensation, as_bundle, build_manifest, condense  # noqa: E402
+from securedc.condenser import Condenser, CondenseResult, ProgressEvent  # noqa: E402
+from securedc.config import AdversarialConfig, CondenseConfig, EvalConfig, PrivacyConfig  # noqa: E402
+from securedc.errors import (  # noqa: E402
+    CertificationError,
+    ConfigError,
+    DataError,
+    PrivacyError,
+    SecuredcError,
+)
+from securedc.export import CondensedSet, load_condensed, save_condensed  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "condense",
+    "Condensation",
+    "Condenser",
+    "CondenseResult",
+    "ProgressEvent",
+    "CondenseConfig",
+    "PrivacyConfig",
+    "AdversarialConfig",
+    "EvalConfig",
+    "as_bundle",
+    "build_manifest",
+    "load_condensed",
+    "save_condensed",
+    "CondensedSet",
+    "SecuredcError",
+    "ConfigError",
+    "DataError",
+    "PrivacyError",
+    "CertificationError",
+]

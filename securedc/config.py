@@ -1,0 +1,322 @@
+"""Frozen, validated configuration objects.
+
+Every option of the library and the CLI lives in one of these dataclasses
+(``CondenseConfig`` holds a ``PrivacyConfig`` and an ``AdversarialConfig``).
+``validate()`` collects *all* problems and raises them together as one
+:class:`~securedc.errors.ConfigError` (as opacus' ``ModuleValidator`` does), so a
+user fixes a command line in one go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from securedc.errors import ConfigError, PrivacyError
+
+__all__ = [
+    "parse_number",
+    "default_delta",
+    "PrivacyConfig",
+    "AdversarialConfig",
+    "CondenseConfig",
+    "EvalConfig",
+]
+
+_FRACTION = re.compile(r"^\s*([+-]?[0-9.eE+-]+)\s*/\s*([+-]?[0-9.eE+-]+)\s*$")
+
+
+def parse_number(text: str | float | int, *, name: str) -> float:
+    """Parse a float given as a decimal (``0.03``), a fraction (``8/255``) or ``inf``.
+
+    Args:
+        text: the value as typed by a user, or a number.
+        name: option name used in the error message.
+
+    Returns:
+        The parsed float (may be ``inf``; NaN is rejected).
+
+    Raises:
+        ConfigError: unparsable text, a zero denominator or NaN.
+
+    Example:
+        >>> round(parse_number("8/255", name="adv-eps"), 6)
+        0.031373
+        >>> parse_number("inf", name="epsilon")
+        inf
+    """
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        match = _FRACTION.match(text)
+        try:
+            if match:
+                num, den = float(match.group(1)), float(match.group(2))
+                if den == 0:
+                    raise ConfigError(f"--{name} {text!r}: denominator is zero; use e.g. 8/255")
+                value = num / den
+            else:
+                value = float(text.strip())
+        except ValueError:
+            raise ConfigError(
+                f"--{name} {text!r} is not a number; use a decimal (0.03), a fraction (8/255) or inf"
+            ) from None
+    if math.isnan(value):
+        raise ConfigError(f"--{name} is NaN; give a finite number")
+    return value
+
+
+def default_delta(num_examples: int) -> float:
+    """Default δ: the largest power of ten strictly below ``1 / num_examples``.
+
+    Example:
+        >>> default_delta(60000)
+        1e-05
+        >>> default_delta(1000)
+        0.0001
+    """
+    if num_examples < 1:
+        raise ConfigError("cannot choose a default delta for an empty dataset")
+    exponent = math.floor(math.log10(1.0 / num_examples))
+    delta = 10.0**exponent
+    if delta >= 1.0 / num_examples:
+        delta /= 10.0
+    return float(f"{delta:.0e}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrivacyConfig:
+    """Differential-privacy settings (DESIGN.md §2).
+
+    Attributes:
+        epsilon: target ε; ``inf`` means non-private (exact means, no clipping).
+        delta: target δ; ``None`` chooses :func:`default_delta` of the training-set size.
+        accountant: ``"rdp"`` (default) or ``"prv"`` (opacus accountants).
+        clip: per-part clipping bound C_k of each term's per-sample vector; the total
+            sensitivity is ``sqrt(sum C_k^2)``.
+    """
+
+    epsilon: float = math.inf
+    delta: float | None = None
+    accountant: Literal["rdp", "prv"] = "rdp"
+    clip: float = 1.0
+
+    @property
+    def private(self) -> bool:
+        return math.isfinite(self.epsilon)
+
+    def problems(self) -> list[str]:
+        out = []
+        if math.isnan(self.epsilon) or self.epsilon <= 0:
+            out.append(f"--epsilon must be > 0 (got {self.epsilon}); use inf or omit it for a non-private run")
+        if self.delta is not None and not (0 < self.delta < 1):
+            out.append(f"--delta must be in (0, 1) (got {self.delta}); typical is < 1/N, e.g. 1e-5")
+        if self.accountant not in ("rdp", "prv"):
+            out.append(f"--accountant must be 'rdp' or 'prv' (got {self.accountant!r})")
+        if not (math.isfinite(self.clip) and self.clip > 0):
+            out.append(f"--clip must be a finite number > 0 (got {self.clip})")
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdversarialConfig:
+    """Adversarial-discrepancy term settings (issue: robustness).
+
+    Attributes:
+        eps: L∞ radius in [0, 1] image units; 0 disables the term.
+        steps: PGD steps.
+        alpha: PGD step size; ``None`` = eps / 4.
+        weight: weight of the adversarial term in the objective.
+        perturb_synthetic: also perturb the synthetic images (min-max form).
+        attack_network: ``"random"`` (the step's random network) or ``"synthetic"``
+            (a network briefly trained on S, post-processing only).
+    """
+
+    eps: float = 0.0
+    steps: int = 10
+    alpha: float | None = None
+    weight: float = 1.0
+    perturb_synthetic: bool = False
+    attack_network: Literal["random", "synthetic"] = "random"
+
+    @property
+    def enabled(self) -> bool:
+        return self.eps > 0
+
+    @property
+    def step_size(self) -> float:
+        return self.alpha if self.alpha is not None else self.eps / 4
+
+    def problems(self) -> list[str]:
+        out = []
+        if not (0 <= self.eps <= 1):
+            out.append(f"--adv-eps must be in [0, 1] in image units (got {self.eps}); e.g. 8/255")
+        if self.steps < 1:
+            out.append(f"--adv-steps must be >= 1 (got {self.steps})")
+        if self.alpha is not None and not (0 < self.alpha <= 1):
+            out.append(f"--adv-alpha must be in (0, 1] (got {self.alpha})")
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            out.append(f"--adv-weight must be >= 0 (got {self.weight})")
+        if self.attack_network not in ("random", "synthetic"):
+            out.append(f"--adv-network must be 'random' or 'synthetic' (got {self.attack_network!r})")
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """Protocol for training fresh models on a condensed set (ANCHORS.md reference protocol).
+
+    Attributes:
+        models: number of fresh models (mean ± std is reported).
+        epochs: training epochs (lr × 0.1 at half).
+        lr: SGD learning rate; momentum 0.9, weight decay 5e-4.
+        batch_size: training batch size.
+        dsa: augmentation strategy during training ("none" disables).
+        model: architecture name.
+    """
+
+    models: int = 3
+    epochs: int = 300
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    dsa: str = "color_crop_cutout_flip_scale_rotate"
+    model: str = "convnet"
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.models < 1:
+            out.append(f"--eval-models must be >= 1 (got {self.models})")
+        if self.epochs < 1:
+            out.append(f"--eval-epochs must be >= 1 (got {self.epochs})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            out.append(f"eval lr must be > 0 (got {self.lr})")
+        if self.batch_size < 1:
+            out.append(f"eval batch size must be >= 1 (got {self.batch_size})")
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class CondenseConfig:
+    """Everything that defines one condensation run.
+
+    Attributes:
+        ipc: synthetic images per class.
+        iterations: optimisation steps T.
+        discrepancy: registered discrepancy name (``mean-embedding``, ``mmd``,
+            ``characteristic``, ``sliced-wasserstein``).
+        discrepancy_kwargs: extra keyword arguments for the discrepancy.
+        model: architecture of the random step network.
+        init: ``"real"`` (random real images per class; non-private only), ``"noise"``,
+            or ``"auto"`` (real when non-private, noise when private).
+        optimizer: ``"sgd"`` or ``"adam"`` on the synthetic images.
+        lr_img: image learning rate.
+        momentum: SGD momentum.
+        learn_lr: adapt the image learning rate online with hypergradient descent.
+        batch_real: real images per class per step (non-private) or the *expected*
+            number per class under Poisson sampling (private).
+        dsa: DSA strategy; ``"none"`` disables.
+        flip: allow the flip op of DSA; ``None`` = automatic (off for 1-channel data).
+        grad_weight: weight of the (DP-)gradient-matching term; 0 disables.
+        dist_weight: weight of the distribution-discrepancy term.
+        seed: master seed; every step derives its own generator from (seed, step).
+        checkpoint_every: save a checkpoint every K steps (0 = only on interrupt/end).
+        device: torch device string.
+    """
+
+    ipc: int = 10
+    iterations: int = 1000
+    discrepancy: str = "mean-embedding"
+    discrepancy_kwargs: dict[str, Any] = field(default_factory=dict)
+    model: str = "convnet"
+    init: Literal["auto", "real", "noise"] = "auto"
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr_img: float = 1.0
+    momentum: float = 0.5
+    learn_lr: bool = False
+    batch_real: int = 256
+    dsa: str = "color_crop_cutout_flip_scale_rotate"
+    flip: bool | None = None
+    grad_weight: float = 0.0
+    dist_weight: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 0
+    device: str = "cpu"
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+
+    @property
+    def resolved_init(self) -> str:
+        if self.init == "auto":
+            return "noise" if self.privacy.private else "real"
+        return self.init
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.ipc < 1:
+            out.append(f"--ipc must be >= 1 (got {self.ipc})")
+        if self.iterations < 0:
+            out.append(f"--iterations must be >= 0 (got {self.iterations})")
+        if self.init not in ("auto", "real", "noise"):
+            out.append(f"--init must be auto, real or noise (got {self.init!r})")
+        if self.optimizer not in ("sgd", "adam"):
+            out.append(f"--optimizer must be sgd or adam (got {self.optimizer!r})")
+        if not (math.isfinite(self.lr_img) and self.lr_img > 0):
+            out.append(f"--lr-img must be a finite number > 0 (got {self.lr_img})")
+        if not (0 <= self.momentum < 1):
+            out.append(f"--momentum must be in [0, 1) (got {self.momentum})")
+        if self.batch_real < 1:
+            out.append(f"--batch-real must be >= 1 (got {self.batch_real})")
+        for name in ("grad_weight", "dist_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                out.append(f"--{name.replace('_', '-')} must be >= 0 (got {value})")
+        if self.checkpoint_every < 0:
+            out.append(f"--checkpoint-every must be >= 0 (got {self.checkpoint_every})")
+        if self.seed < 0:
+            out.append(f"--seed must be >= 0 (got {self.seed})")
+        out += self.privacy.problems()
+        out += self.adversarial.problems()
+        return out
+
+    def validate(self) -> "CondenseConfig":
+        """Raise one :class:`ConfigError` listing every problem, or a :class:`PrivacyError`.
+
+        Returns:
+            ``self`` so calls can be chained.
+        """
+        problems = self.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+        if self.privacy.private and self.init == "real":
+            raise PrivacyError(
+                "--init real copies private images into the release and is refused with --epsilon; "
+                "use --init noise (the default in DP mode)"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``inf`` becomes the string ``"inf"``)."""
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, float) and not math.isfinite(value):
+                return str(value)
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            return value
+
+        return clean(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CondenseConfig":
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        privacy = dict(data.pop("privacy", {}))
+        if isinstance(privacy.get("epsilon"), str):
+            privacy["epsilon"] = float(privacy["epsilon"])
+        adversarial = dict(data.pop("adversarial", {}))
+        return cls(privacy=PrivacyConfig(**privacy), adversarial=AdversarialConfig(**adversarial), **data)

@@ -1,0 +1,107 @@
+"""Discrepancy ABC and registry (opacus-style registry + factory, see STYLE.md).
+
+A discrepancy compares the real class distribution with the synthetic one through
+*per-sample vectors* φ(x) of network features: the real side enters only through
+the per-class mean of φ (DESIGN.md §2), which is exactly what the Gaussian
+mechanism privatises. Discrepancies whose real statistic is not such a mean set
+``private_ok = False`` and override :meth:`Discrepancy.reduce`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from securedc.errors import ConfigError
+from securedc.functional import class_means
+
+__all__ = ["Discrepancy", "register_discrepancy", "create_discrepancy", "list_discrepancies"]
+
+_REGISTRY: dict[str, type["Discrepancy"]] = {}
+
+
+def register_discrepancy(name: str) -> Callable[[type], type]:
+    """Class decorator registering a :class:`Discrepancy` under ``name`` (kebab-case)."""
+
+    def decorator(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ConfigError(f"discrepancy {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def create_discrepancy(name: str, **kwargs: Any) -> "Discrepancy":
+    """Instantiate a registered discrepancy by name (``_`` and ``-`` both accepted).
+
+    Raises:
+        ConfigError: unknown name (the message lists the choices).
+
+    Example:
+        >>> create_discrepancy("mean_embedding").name
+        'mean-embedding'
+    """
+    cls = _REGISTRY.get(name.replace("_", "-").lower())
+    if cls is None:
+        raise ConfigError(f"unknown discrepancy {name!r}; choose one of {sorted(_REGISTRY)}")
+    return cls(**kwargs)
+
+
+def list_discrepancies() -> list[str]:
+    """Names of all registered discrepancies."""
+    return sorted(_REGISTRY)
+
+
+class Discrepancy(abc.ABC):
+    """Distance between real and synthetic class distributions of features.
+
+    Args:
+        normalize: L2-normalise each feature vector first (bounded per-sample
+            vectors; used in DP mode so clipping does not distort the statistic).
+
+    Privacy:
+        The real data enters only through :meth:`real_vectors`, one row per example.
+    """
+
+    name: ClassVar[str]
+    private_ok: ClassVar[bool] = True
+
+    def __init__(self, *, normalize: bool = False) -> None:
+        self.normalize = normalize
+
+    def prepare(self, features: Tensor) -> Tensor:
+        if self.normalize:
+            return features / (features.norm(dim=1, keepdim=True) + 1e-8)
+        return features
+
+    @abc.abstractmethod
+    def resample(self, *, feature_dim: int, generator: torch.Generator) -> None:
+        """Draw this step's randomness (frequencies, projections) from ``generator``."""
+
+    @abc.abstractmethod
+    def vectors(self, features: Tensor) -> Tensor:
+        """Per-sample vectors φ ``[n, d]`` of features ``[n, f]``; differentiable."""
+
+    def real_vectors(self, features: Tensor) -> Tensor:
+        """φ of real features; the per-class mean of these rows is the real statistic."""
+        return self.vectors(self.prepare(features))
+
+    def reduce(self, vectors: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+        """Exact real statistic ``[C, d]`` (non-private path); the class mean by default."""
+        return class_means(vectors, labels, num_classes)
+
+    def syn_statistic(self, features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+        """The synthetic side's statistic, differentiable in ``features``."""
+        return self.reduce(self.vectors(self.prepare(features)), labels, num_classes)
+
+    def loss(self, real_stat: Tensor, syn_features: Tensor, syn_labels: Tensor) -> Tensor:
+        """Discrepancy summed over classes; default ``Σ_c ||m_c^T - m_c^S||²``."""
+        syn_stat = self.syn_statistic(syn_features, syn_labels, real_stat.shape[0])
+        present = torch.bincount(syn_labels, minlength=real_stat.shape[0]) > 0
+        return ((real_stat - syn_stat)[present] ** 2).sum()

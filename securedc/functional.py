@@ -1,0 +1,54 @@
+"""Small pure tensor functions shared by discrepancies, terms and the mechanism."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["class_sums", "class_means", "clip_rows"]
+
+
+def class_sums(vectors: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Per-class sums of row vectors.
+
+    Args:
+        vectors: ``[n, d]``.
+        labels: ``[n]`` int64 in ``[0, num_classes)``.
+        num_classes: number of classes C.
+
+    Returns:
+        ``[C, d]``; a class without rows gets a zero row.
+
+    Example:
+        >>> class_sums(torch.ones(3, 2), torch.tensor([0, 1, 1]), 3)
+        tensor([[1., 1.],
+                [2., 2.],
+                [0., 0.]])
+    """
+    out = vectors.new_zeros(num_classes, vectors.shape[1])
+    return out.index_add(0, labels, vectors)
+
+
+def class_means(vectors: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Exact per-class means (zero for an empty class).
+
+    Example:
+        >>> class_means(torch.tensor([[1.0], [3.0], [5.0]]), torch.tensor([0, 0, 1]), 2)
+        tensor([[2.],
+                [5.]])
+    """
+    counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).to(vectors.dtype)
+    return class_sums(vectors, labels, num_classes) / counts[:, None]
+
+
+def clip_rows(vectors: Tensor, bound: float) -> Tensor:
+    """Scale each row to L2 norm at most ``bound`` (per-sample clipping, Abadi et al. CCS 2016).
+
+    Example:
+        >>> clip_rows(torch.tensor([[3.0, 4.0], [0.3, 0.4]]), 1.0)
+        tensor([[0.6000, 0.8000],
+                [0.3000, 0.4000]])
+    """
+    norms = vectors.norm(dim=1, keepdim=True)
+    factor = (bound / (norms + 1e-12)).clamp(max=1.0)
+    return vectors * factor

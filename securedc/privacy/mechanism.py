@@ -1,0 +1,245 @@
+"""Access to the real data: one Gaussian mechanism per step (DESIGN.md §2).
+
+The condenser never holds the real images. It hands a *vector function* to a
+mechanism, which samples real examples, turns each into one row per term, and
+returns per-class statistics:
+
+* :class:`ExactMechanism` (non-private): a fixed-size per-class sample, exact class
+  statistics (``Discrepancy.reduce``), real-image initialisation allowed.
+* :class:`GaussianMechanism` (DP): Poisson sampling with rate q, per-part clipping to
+  C_k, per-class sums, Gaussian noise N(0, σ²C²) with C = sqrt(Σ C_k²) on every class
+  sum, division by the *public* expected count q·N_c. One example touches one class,
+  so the release of a step is one sampled Gaussian mechanism with sensitivity C.
+
+Privacy:
+    Class counts N_c are treated as public. Everything the mechanism releases is
+    covered by the accountant's (ε, δ); nothing else about the real data leaves it.
+
+References:
+    Abadi et al., "Deep Learning with Differential Privacy", CCS 2016, arXiv:1607.00133.
+    Mironov et al., "Rényi Differential Privacy of the Sampled Gaussian Mechanism", 2019, arXiv:1908.10530.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from securedc.errors import DataError, PrivacyError
+from securedc.functional import class_means, class_sums, clip_rows
+
+__all__ = [
+    "VectorFn",
+    "Reducer",
+    "Mechanism",
+    "ExactMechanism",
+    "GaussianMechanism",
+    "poisson_sample",
+    "noisy_class_means",
+]
+
+#: maps a real batch (images in [0,1], labels) to one ``[n, d_k]`` tensor per term
+VectorFn = Callable[[Tensor, Tensor], Sequence[Tensor]]
+#: exact (non-private) reducer of one part: (vectors, labels, num_classes) -> [C, d_k]
+Reducer = Callable[[Tensor, Tensor, int], Tensor]
+
+
+def poisson_sample(num_examples: int, rate: float, *, generator: torch.Generator) -> Tensor:
+    """Indices of a Poisson sample: each example independently with probability ``rate``.
+
+    Example:
+        >>> idx = poisson_sample(1000, 0.1, generator=torch.Generator().manual_seed(0))
+        >>> 60 < idx.numel() < 140
+        True
+    """
+    mask = torch.rand(num_examples, generator=generator) < rate
+    return mask.nonzero().flatten()
+
+
+def noisy_class_means(
+    parts: Sequence[Tensor],
+    labels: Tensor,
+    *,
+    clip_bounds: Sequence[float],
+    noise_multiplier: float,
+    expected_counts: Tensor,
+    generator: torch.Generator,
+) -> list[Tensor]:
+    """Clip each part per sample, sum per class, add Gaussian noise, divide by public counts.
+
+    Args:
+        parts: one ``[n, d_k]`` tensor per term (same rows = same examples).
+        labels: ``[n]`` class of each row.
+        clip_bounds: C_k for each part.
+        noise_multiplier: σ; the noise std on each class sum is ``σ · sqrt(Σ C_k²)``.
+        expected_counts: ``[C]`` public expected sample size per class, q·N_c.
+        generator: source of the noise.
+
+    Returns:
+        One ``[C, d_k]`` noisy mean per part.
+
+    Example:
+        >>> parts = [torch.ones(4, 2)]
+        >>> out = noisy_class_means(parts, torch.tensor([0, 0, 1, 1]), clip_bounds=[10.0],
+        ...     noise_multiplier=0.0, expected_counts=torch.tensor([2.0, 2.0]),
+        ...     generator=torch.Generator())
+        >>> out[0]
+        tensor([[1., 1.],
+                [1., 1.]])
+    """
+    if len(parts) != len(clip_bounds):
+        raise ValueError("one clip bound per part is required")
+    num_classes = expected_counts.shape[0]
+    total_c = math.sqrt(sum(c * c for c in clip_bounds))
+    out = []
+    for part, bound in zip(parts, clip_bounds):
+        sums = class_sums(clip_rows(part.detach().float(), bound), labels, num_classes)
+        noise = torch.randn(sums.shape, generator=generator, dtype=sums.dtype) * (noise_multiplier * total_c)
+        out.append((sums + noise.to(sums.device)) / expected_counts.to(sums)[:, None])
+    return out
+
+
+class Mechanism(abc.ABC):
+    """The only holder of the real training data during condensation."""
+
+    def __init__(self, images: Tensor, labels: Tensor, *, num_classes: int) -> None:
+        if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise DataError("real data must be images [N, C, H, W] with labels [N]")
+        self._images = images
+        self._labels = labels
+        self.num_classes = num_classes
+        self.class_counts = torch.bincount(labels, minlength=num_classes)
+        if (self.class_counts == 0).any():
+            missing = (self.class_counts == 0).nonzero().flatten().tolist()
+            raise DataError(f"classes {missing} have no training images")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self._images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_examples(self) -> int:
+        return int(self._labels.shape[0])
+
+    @property
+    @abc.abstractmethod
+    def private(self) -> bool: ...
+
+    @abc.abstractmethod
+    def release(
+        self,
+        vector_fn: VectorFn,
+        *,
+        generator: torch.Generator,
+        reducers: Sequence[Reducer | None] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> list[Tensor]:
+        """Sample real data, map it through ``vector_fn`` and return per-class statistics."""
+
+    def real_init(self, ipc: int, *, generator: torch.Generator) -> Tensor:
+        """Random real images per class for initialisation (non-private only)."""
+        raise PrivacyError("initialising from real images is not allowed in DP mode; use --init noise")
+
+
+class ExactMechanism(Mechanism):
+    """Non-private access: ``batch_per_class`` random real images per class, exact statistics.
+
+    Args:
+        images, labels: the real training set.
+        num_classes: C.
+        batch_per_class: images per class per step (all of a class if it has fewer).
+    """
+
+    private = False
+
+    def __init__(self, images: Tensor, labels: Tensor, *, num_classes: int, batch_per_class: int) -> None:
+        super().__init__(images, labels, num_classes=num_classes)
+        self.batch_per_class = batch_per_class
+        order = torch.argsort(labels, stable=True)
+        self._by_class = [order[labels[order] == c] for c in range(num_classes)]
+
+    def _sample(self, generator: torch.Generator) -> Tensor:
+        picks = []
+        for idx in self._by_class:
+            k = min(self.batch_per_class, idx.numel())
+            picks.append(idx[torch.randperm(idx.numel(), generator=generator)[:k]])
+        return torch.cat(picks)
+
+    def release(self, vector_fn, *, generator, reducers=None, device="cpu"):
+        idx = self._sample(generator)
+        x, y = self._images[idx].to(device), self._labels[idx].to(device)
+        with torch.no_grad():
+            parts = [p.detach() for p in vector_fn(x, y)]
+        reducers = reducers or [None] * len(parts)
+        return [
+            (red(p, y, self.num_classes) if red is not None else class_means(p, y, self.num_classes))
+            for p, red in zip(parts, reducers)
+        ]
+
+    def real_init(self, ipc: int, *, generator: torch.Generator) -> Tensor:
+        too_small = [c for c, idx in enumerate(self._by_class) if idx.numel() < ipc]
+        if too_small:
+            raise DataError(f"--ipc {ipc} is larger than classes {too_small}; lower --ipc")
+        picks = [idx[torch.randperm(idx.numel(), generator=generator)[:ipc]] for idx in self._by_class]
+        return self._images[torch.cat(picks)].clone()
+
+
+class GaussianMechanism(Mechanism):
+    """DP access: Poisson sampling + per-part clipping + Gaussian noise on class sums.
+
+    Args:
+        images, labels: the real training set (held privately here).
+        num_classes: C.
+        sample_rate: q, the same for every example.
+        noise_multiplier: σ.
+        clip_bounds: C_k per part (one per active term, in the order ``vector_fn`` returns them).
+    """
+
+    private = True
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        *,
+        num_classes: int,
+        sample_rate: float,
+        noise_multiplier: float,
+        clip_bounds: Sequence[float],
+    ) -> None:
+        super().__init__(images, labels, num_classes=num_classes)
+        if not (0 < sample_rate <= 1):
+            raise PrivacyError(f"sample rate q must be in (0, 1] (got {sample_rate})")
+        self.sample_rate = float(sample_rate)
+        self.noise_multiplier = float(noise_multiplier)
+        self.clip_bounds = [float(c) for c in clip_bounds]
+        self.expected_counts = self.class_counts.double() * self.sample_rate
+        self.last_batch_size = 0
+
+    @property
+    def sensitivity(self) -> float:
+        return math.sqrt(sum(c * c for c in self.clip_bounds))
+
+    def release(self, vector_fn, *, generator, reducers=None, device="cpu"):
+        idx = poisson_sample(self.num_examples, self.sample_rate, generator=generator)
+        self.last_batch_size = int(idx.numel())
+        x, y = self._images[idx].to(device), self._labels[idx].to(device)
+        if idx.numel() == 0:
+            parts = [p[:0] for p in vector_fn(self._images[:1].to(device), self._labels[:1].to(device))]
+        else:
+            parts = list(vector_fn(x, y))
+        if len(parts) != len(self.clip_bounds):
+            raise PrivacyError(f"vector_fn returned {len(parts)} parts for {len(self.clip_bounds)} clip bounds")
+        stats = noisy_class_means(
+            [p.detach().cpu() for p in parts],
+            y.cpu(),
+            clip_bounds=self.clip_bounds,
+            noise_multiplier=self.noise_multiplier,
+            expected_counts=self.expected_counts,
+            generator=generator,
+        )
+        return [s.float().to(device) for s in stats]

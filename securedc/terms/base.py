@@ -1,0 +1,138 @@
+"""Objective terms: ABC, per-step context and registry.
+
+Each term of the multi-term objective (distribution discrepancy, DP gradient
+matching, adversarial discrepancy) maps every sampled real example to ONE
+per-sample vector (:meth:`Term.real_vectors`); the mechanism concatenates the
+terms' vectors, clips each part to the term's own bound ``clip`` and releases
+per-class statistics, which :meth:`Term.loss` compares with the synthetic set.
+A new term is one file with ``@register_term`` and a ``from_config`` classmethod.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from securedc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from securedc.config import CondenseConfig
+
+__all__ = ["StepContext", "Term", "register_term", "create_term", "list_terms", "build_terms"]
+
+_REGISTRY: dict[str, type["Term"]] = {}
+
+
+@dataclass
+class StepContext:
+    """Everything a term may use in one step (no real data here).
+
+    Attributes:
+        step: iteration index t.
+        network: the step's network (random, or trained on S only), eval mode,
+            parameters frozen; ``embed`` gives features, ``forward`` logits.
+        generator: the step's generator (all randomness of the step comes from it).
+        num_classes: C.
+        private: whether the run is differentially private.
+        synthetic_images: current synthetic images (detached), for terms that
+            post-process S (e.g. training an attack network on S).
+        synthetic_labels: their labels.
+        model_factory: builds a fresh seeded network like ``network`` (``seed -> module``).
+    """
+
+    step: int
+    network: nn.Module
+    generator: torch.Generator
+    num_classes: int
+    private: bool
+    synthetic_images: Tensor
+    synthetic_labels: Tensor
+    model_factory: Callable[[int], nn.Module]
+
+
+def register_term(name: str) -> Callable[[type], type]:
+    """Class decorator registering a :class:`Term` (order of registration = order in the vector)."""
+
+    def decorator(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ConfigError(f"term {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def create_term(name: str, **kwargs: Any) -> "Term":
+    """Instantiate a registered term by name.
+
+    Raises:
+        ConfigError: unknown name.
+    """
+    cls = _REGISTRY.get(name.replace("_", "-").lower())
+    if cls is None:
+        raise ConfigError(f"unknown term {name!r}; choose one of {sorted(_REGISTRY)}")
+    return cls(**kwargs)
+
+
+def list_terms() -> list[str]:
+    return list(_REGISTRY)
+
+
+def build_terms(config: "CondenseConfig") -> list["Term"]:
+    """The active terms of a configuration, in registration order."""
+    terms = []
+    for cls in _REGISTRY.values():
+        term = cls.from_config(config)
+        if term is not None:
+            terms.append(term)
+    if not terms:
+        raise ConfigError("no active objective term: give --dist-weight, --grad-weight or --adv-eps a positive value")
+    return terms
+
+
+class Term(abc.ABC):
+    """One term of the condensation objective.
+
+    Args:
+        weight: multiplier of the term's loss.
+        clip: per-sample L2 bound C_k of this term's real vector in DP mode.
+    """
+
+    name: ClassVar[str]
+    private_ok: ClassVar[bool] = True
+
+    def __init__(self, *, weight: float = 1.0, clip: float = 1.0) -> None:
+        if weight < 0 or clip <= 0:
+            raise ConfigError(f"term weight must be >= 0 and clip > 0 (got {weight}, {clip})")
+        self.weight = float(weight)
+        self.clip = float(clip)
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config: "CondenseConfig") -> "Term | None":
+        """The term for ``config``, or ``None`` when the config disables it."""
+
+    def prepare(self, ctx: StepContext) -> None:
+        """Draw the step's randomness (called once per step, before any vectors)."""
+
+    @abc.abstractmethod
+    def real_vectors(self, ctx: StepContext, x: Tensor, y: Tensor) -> Tensor:
+        """One row per real example ``[n, d]`` (detached); ``x`` is already augmented."""
+
+    def reducer(self) -> Callable[[Tensor, Tensor, int], Tensor] | None:
+        """Exact (non-private) reduction of the rows; ``None`` = class mean."""
+        return None
+
+    @abc.abstractmethod
+    def loss(self, ctx: StepContext, real_stat: Tensor, syn_x: Tensor, syn_y: Tensor) -> Tensor:
+        """Unweighted loss, differentiable in ``syn_x`` (already augmented)."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description for the manifest."""
+        return {"name": self.name, "weight": self.weight, "clip": self.clip}
