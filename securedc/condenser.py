@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from securedc.errors import ConfigError, DataError, PrivacyError
 from securedc.io import atomic_write_bytes
 from securedc.models import seeded_model
 from securedc.privacy import ExactMechanism, GaussianMechanism, Mechanism, PrivacyAccountant, calibrate_noise
+from securedc.privacy.mechanism import class_generator
 from securedc.terms import StepContext, Term, build_terms
 
 __all__ = ["Condenser", "CondenseResult", "ProgressEvent", "step_seed", "NOT_COVERED"]
@@ -98,6 +99,9 @@ class Condenser:
         num_classes: C.
         image_shape: ``(channels, height, width)``.
         mean, std: PUBLIC normalisation constants (inside the models).
+        classes: condense only these classes (distributed runs split classes across
+            ranks; every step's randomness is per class, so the union of the ranks'
+            results equals a single-process run).
 
     Raises:
         ConfigError, PrivacyError: inconsistent configuration.
@@ -123,6 +127,7 @@ class Condenser:
         image_shape: tuple[int, int, int],
         mean: tuple[float, ...],
         std: tuple[float, ...],
+        classes: Sequence[int] | None = None,
     ) -> None:
         self.config = config.validate()
         self.num_classes = num_classes
@@ -132,7 +137,8 @@ class Condenser:
         self.terms: list[Term] = build_terms(config)
         flip = config.flip if config.flip is not None else image_shape[0] == 3
         self.dsa = DSA(config.dsa, flip=flip) if config.dsa not in ("", "none") else None
-        self.labels = torch.arange(num_classes).repeat_interleave(config.ipc)
+        self.classes = sorted(set(classes)) if classes is not None else list(range(num_classes))
+        self.labels = torch.tensor(self.classes, dtype=torch.int64).repeat_interleave(config.ipc)
         self._noise_multiplier: float | None = None
         self._sample_rate: float | None = None
         self._delta: float | None = None
@@ -164,7 +170,7 @@ class Condenser:
         cfg = self.config
         if not cfg.privacy.private:
             mech: Mechanism = ExactMechanism(
-                images, labels, num_classes=self.num_classes, batch_per_class=cfg.batch_real
+                images, labels, num_classes=self.num_classes, batch_per_class=cfg.batch_real, classes=self.classes
             )
             counts = mech.class_counts
             if cfg.resolved_init == "real" and int(counts.min()) < cfg.ipc:
@@ -195,14 +201,16 @@ class Condenser:
             sample_rate=self._sample_rate,
             noise_multiplier=self._noise_multiplier,
             clip_bounds=[t.clip for t in self.terms],
+            classes=self.classes,
         )
 
     def _init_images(self, mechanism: Mechanism) -> Tensor:
-        gen = torch.Generator().manual_seed(step_seed(self.config.seed, -1))
+        seed = step_seed(self.config.seed, -1)
         if self.config.resolved_init == "real":
-            return mechanism.real_init(self.config.ipc, generator=gen).float()
-        shape = (self.num_classes * self.config.ipc, *self.image_shape)
-        return (0.5 + 0.2 * torch.randn(shape, generator=gen)).clamp(0, 1)
+            return mechanism.real_init(self.config.ipc, seed=seed).float()
+        shape = (self.config.ipc, *self.image_shape)
+        noise = [torch.randn(shape, generator=class_generator(seed, c)) for c in self.classes]
+        return (0.5 + 0.2 * torch.cat(noise)).clamp(0, 1)
 
     def _make_optimizer(self, images: Tensor) -> torch.optim.Optimizer:
         cfg = self.config
@@ -320,7 +328,7 @@ class Condenser:
             return [term.real_vectors(ctx, x, y) for term in self.terms]
 
         stats = mechanism.release(
-            vector_fn, generator=gen, reducers=[t.reducer() for t in self.terms], device=self.device
+            vector_fn, seed=seed, reducers=[t.reducer() for t in self.terms], device=self.device
         )
         syn = self.dsa(images, params, labels) if params is not None else images
         loss = sum(t.weight * t.loss(ctx, s, syn, labels) for t, s in zip(self.terms, stats))

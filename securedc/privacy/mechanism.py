@@ -33,6 +33,7 @@ from securedc.errors import DataError, PrivacyError
 from securedc.functional import class_means, class_sums, clip_rows
 
 __all__ = [
+    "class_generator",
     "VectorFn",
     "Reducer",
     "Mechanism",
@@ -46,6 +47,15 @@ __all__ = [
 VectorFn = Callable[[Tensor, Tensor], Sequence[Tensor]]
 #: exact (non-private) reducer of one part: (vectors, labels, num_classes) -> [C, d_k]
 Reducer = Callable[[Tensor, Tensor, int], Tensor]
+
+
+def class_generator(seed: int, cls: int) -> torch.Generator:
+    """Generator of class ``cls`` in the step with seed ``seed``.
+
+    Sampling and noise are drawn per class, so a process that owns a subset of the
+    classes (``plugins.distributed``) draws exactly what a single process draws.
+    """
+    return torch.Generator().manual_seed((seed * 6_364_136_223 + 1_442_695_041 * (cls + 1)) % (2**63 - 1))
 
 
 def poisson_sample(num_examples: int, rate: float, *, generator: torch.Generator) -> Tensor:
@@ -67,7 +77,8 @@ def noisy_class_means(
     clip_bounds: Sequence[float],
     noise_multiplier: float,
     expected_counts: Tensor,
-    generator: torch.Generator,
+    generator: torch.Generator | None = None,
+    class_generators: Sequence[torch.Generator | None] | None = None,
 ) -> list[Tensor]:
     """Clip each part per sample, sum per class, add Gaussian noise, divide by public counts.
 
@@ -77,7 +88,9 @@ def noisy_class_means(
         clip_bounds: C_k for each part.
         noise_multiplier: σ; the noise std on each class sum is ``σ · sqrt(Σ C_k²)``.
         expected_counts: ``[C]`` public expected sample size per class, q·N_c.
-        generator: source of the noise.
+        generator: source of the noise when ``class_generators`` is not given.
+        class_generators: one generator per class (``None`` = that class is not
+            released here and its row stays zero).
 
     Returns:
         One ``[C, d_k]`` noisy mean per part.
@@ -95,18 +108,27 @@ def noisy_class_means(
         raise ValueError("one clip bound per part is required")
     num_classes = expected_counts.shape[0]
     total_c = math.sqrt(sum(c * c for c in clip_bounds))
-    out = []
-    for part, bound in zip(parts, clip_bounds):
-        sums = class_sums(clip_rows(part.detach().float(), bound), labels, num_classes)
-        noise = torch.randn(sums.shape, generator=generator, dtype=sums.dtype) * (noise_multiplier * total_c)
-        out.append((sums + noise.to(sums.device)) / expected_counts.to(sums)[:, None])
+    if class_generators is None:
+        class_generators = [generator or torch.Generator()] * num_classes
+    sums = [class_sums(clip_rows(p.detach().float(), b), labels, num_classes) for p, b in zip(parts, clip_bounds)]
+    widths = [s.shape[1] for s in sums]
+    noise = torch.zeros(num_classes, sum(widths), dtype=torch.float32)
+    for c, gen in enumerate(class_generators):
+        if gen is not None:
+            noise[c] = torch.randn(sum(widths), generator=gen) * (noise_multiplier * total_c)
+    out, start = [], 0
+    for s, w in zip(sums, widths):
+        out.append((s + noise[:, start : start + w].to(s.device)) / expected_counts.to(s)[:, None])
+        start += w
     return out
 
 
 class Mechanism(abc.ABC):
     """The only holder of the real training data during condensation."""
 
-    def __init__(self, images: Tensor, labels: Tensor, *, num_classes: int) -> None:
+    def __init__(
+        self, images: Tensor, labels: Tensor, *, num_classes: int, classes: Sequence[int] | None = None
+    ) -> None:
         if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
             raise DataError("real data must be images [N, C, H, W] with labels [N]")
         self._images = images
@@ -116,6 +138,9 @@ class Mechanism(abc.ABC):
         if (self.class_counts == 0).any():
             missing = (self.class_counts == 0).nonzero().flatten().tolist()
             raise DataError(f"classes {missing} have no training images")
+        self.classes = sorted(set(classes)) if classes is not None else list(range(num_classes))
+        if not self.classes or min(self.classes) < 0 or max(self.classes) >= num_classes:
+            raise DataError(f"class subset {classes} is not within 0..{num_classes - 1}")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -134,14 +159,24 @@ class Mechanism(abc.ABC):
         self,
         vector_fn: VectorFn,
         *,
-        generator: torch.Generator,
+        seed: int,
         reducers: Sequence[Reducer | None] | None = None,
         device: torch.device | str = "cpu",
     ) -> list[Tensor]:
-        """Sample real data, map it through ``vector_fn`` and return per-class statistics."""
+        """Sample real data, map it through ``vector_fn`` and return per-class statistics.
 
-    def real_init(self, ipc: int, *, generator: torch.Generator) -> Tensor:
-        """Random real images per class for initialisation (non-private only)."""
+        Args:
+            vector_fn: maps a real batch to one ``[n, d_k]`` tensor per term.
+            seed: the step's seed; per-class generators derive from it (:func:`class_generator`).
+            reducers: exact reducers per part (non-private path only).
+            device: where ``vector_fn`` runs.
+
+        Returns:
+            One ``[C, d_k]`` tensor per part; rows of classes outside ``self.classes`` are zero.
+        """
+
+    def real_init(self, ipc: int, *, seed: int) -> Tensor:
+        """Random real images per owned class for initialisation (non-private only)."""
         raise PrivacyError("initialising from real images is not allowed in DP mode; use --init noise")
 
 
@@ -156,21 +191,30 @@ class ExactMechanism(Mechanism):
 
     private = False
 
-    def __init__(self, images: Tensor, labels: Tensor, *, num_classes: int, batch_per_class: int) -> None:
-        super().__init__(images, labels, num_classes=num_classes)
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        *,
+        num_classes: int,
+        batch_per_class: int,
+        classes: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(images, labels, num_classes=num_classes, classes=classes)
         self.batch_per_class = batch_per_class
         order = torch.argsort(labels, stable=True)
         self._by_class = [order[labels[order] == c] for c in range(num_classes)]
 
-    def _sample(self, generator: torch.Generator) -> Tensor:
+    def _sample(self, seed: int) -> Tensor:
         picks = []
-        for idx in self._by_class:
+        for c in self.classes:
+            idx = self._by_class[c]
             k = min(self.batch_per_class, idx.numel())
-            picks.append(idx[torch.randperm(idx.numel(), generator=generator)[:k]])
+            picks.append(idx[torch.randperm(idx.numel(), generator=class_generator(seed, c))[:k]])
         return torch.cat(picks)
 
-    def release(self, vector_fn, *, generator, reducers=None, device="cpu"):
-        idx = self._sample(generator)
+    def release(self, vector_fn, *, seed, reducers=None, device="cpu"):
+        idx = self._sample(seed)
         x, y = self._images[idx].to(device), self._labels[idx].to(device)
         with torch.no_grad():
             parts = [p.detach() for p in vector_fn(x, y)]
@@ -180,11 +224,14 @@ class ExactMechanism(Mechanism):
             for p, red in zip(parts, reducers)
         ]
 
-    def real_init(self, ipc: int, *, generator: torch.Generator) -> Tensor:
-        too_small = [c for c, idx in enumerate(self._by_class) if idx.numel() < ipc]
+    def real_init(self, ipc: int, *, seed: int) -> Tensor:
+        too_small = [c for c in self.classes if self._by_class[c].numel() < ipc]
         if too_small:
             raise DataError(f"--ipc {ipc} is larger than classes {too_small}; lower --ipc")
-        picks = [idx[torch.randperm(idx.numel(), generator=generator)[:ipc]] for idx in self._by_class]
+        picks = []
+        for c in self.classes:
+            idx = self._by_class[c]
+            picks.append(idx[torch.randperm(idx.numel(), generator=class_generator(seed, c))[:ipc]])
         return self._images[torch.cat(picks)].clone()
 
 
@@ -210,8 +257,9 @@ class GaussianMechanism(Mechanism):
         sample_rate: float,
         noise_multiplier: float,
         clip_bounds: Sequence[float],
+        classes: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(images, labels, num_classes=num_classes)
+        super().__init__(images, labels, num_classes=num_classes, classes=classes)
         if not (0 < sample_rate <= 1):
             raise PrivacyError(f"sample rate q must be in (0, 1] (got {sample_rate})")
         self.sample_rate = float(sample_rate)
@@ -219,13 +267,21 @@ class GaussianMechanism(Mechanism):
         self.clip_bounds = [float(c) for c in clip_bounds]
         self.expected_counts = self.class_counts.double() * self.sample_rate
         self.last_batch_size = 0
+        order = torch.argsort(labels, stable=True)
+        self._by_class = [order[labels[order] == c] for c in range(num_classes)]
 
     @property
     def sensitivity(self) -> float:
         return math.sqrt(sum(c * c for c in self.clip_bounds))
 
-    def release(self, vector_fn, *, generator, reducers=None, device="cpu"):
-        idx = poisson_sample(self.num_examples, self.sample_rate, generator=generator)
+    def release(self, vector_fn, *, seed, reducers=None, device="cpu"):
+        gens: list[torch.Generator | None] = [None] * self.num_classes
+        picks = []
+        for c in self.classes:
+            gens[c] = class_generator(seed, c)
+            members = self._by_class[c]
+            picks.append(members[poisson_sample(members.numel(), self.sample_rate, generator=gens[c])])
+        idx = torch.cat(picks)
         self.last_batch_size = int(idx.numel())
         x, y = self._images[idx].to(device), self._labels[idx].to(device)
         if idx.numel() == 0:
@@ -240,6 +296,6 @@ class GaussianMechanism(Mechanism):
             clip_bounds=self.clip_bounds,
             noise_multiplier=self.noise_multiplier,
             expected_counts=self.expected_counts,
-            generator=generator,
+            class_generators=gens,
         )
         return [s.float().to(device) for s in stats]

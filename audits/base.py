@@ -1,0 +1,94 @@
+"""Audit ABC, result type and registry (torchattacks-style template method, STYLE.md skeleton B).
+
+An audit attacks a release and returns an :class:`AuditResult`; ``certify`` turns
+results into pass/fail gates, ``report`` renders them. A new audit is one class
+with ``@register_audit("name")``.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from securedc.errors import ConfigError
+
+__all__ = ["AuditResult", "Audit", "register_audit", "create_audit", "list_audits", "json_ready"]
+
+_REGISTRY: dict[str, type["Audit"]] = {}
+
+
+def json_ready(value: Any) -> Any:
+    """Recursively convert to JSON-safe values (non-finite floats become strings)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return json_ready(value.item())
+    return value
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """Outcome of one audit.
+
+    Attributes:
+        name: registered audit name.
+        metrics: headline numbers (flat, float) — what gates and tables use.
+        passed: the audit's own verdict (``None`` = informational; gates live in certify).
+        details: JSON-ready extras (curves, per-attack tables, sanity checks).
+        seconds: wall time.
+        notes: plain-language caveats shown in the report.
+    """
+
+    name: str
+    metrics: dict[str, float]
+    passed: bool | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_ready(asdict(self))
+
+
+def register_audit(name: str) -> Callable[[type], type]:
+    """Class decorator registering an :class:`Audit`."""
+
+    def decorator(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ConfigError(f"audit {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def create_audit(name: str, **kwargs: Any) -> "Audit":
+    """Instantiate a registered audit by name (ConfigError lists the choices)."""
+    cls = _REGISTRY.get(name.replace("_", "-").lower())
+    if cls is None:
+        raise ConfigError(f"unknown audit {name!r}; choose one of {sorted(_REGISTRY)}")
+    return cls(**kwargs)
+
+
+def list_audits() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+class Audit(abc.ABC):
+    """Base class: subclasses implement :meth:`run` and declare ``higher_is_better``."""
+
+    name: ClassVar[str]
+    #: whether larger headline metrics mean a better (safer / more useful) release
+    higher_is_better: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def run(self, *args: Any, **kwargs: Any) -> AuditResult:
+        """Attack / measure the release and return an :class:`AuditResult`."""
