@@ -1,0 +1,43 @@
+"""Shared fixtures: real data (digits, a Fashion-MNIST slice), seeds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from securedc.data import DatasetBundle, load_dataset
+
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads() -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def digits() -> DatasetBundle:
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def fmnist_small() -> DatasetBundle:
+    """2000 training / 1000 test images of Fashion-MNIST (stratified by construction: first indices)."""
+    if not FMNIST_DIR.is_dir():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    full = load_dataset("fashion-mnist")
+    return DatasetBundle(
+        name="fashion-mnist-small",
+        train_images=full.train_images[:2000].clone(),
+        train_labels=full.train_labels[:2000].clone(),
+        test_images=full.test_images[:1000].clone(),
+        test_labels=full.test_labels[:1000].clone(),
+        classes=full.classes,
+        mean=full.mean,
+        std=full.std,
+        source=full.source,
+    )
