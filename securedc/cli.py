@@ -97,6 +97,8 @@ def condense(
     adv_steps: Annotated[int, typer.Option(help="PGD steps of the adversarial term")] = 10,
     adv_alpha: Annotated[Optional[str], typer.Option(help="PGD step size (default adv-eps/4)")] = None,
     adv_weight: Annotated[float, typer.Option(help="weight of the adversarial term")] = 1.0,
+    adv_network: Annotated[str, typer.Option(help="network PGD attacks: random (the step's random network) or synthetic (trained on S only)")] = "random",
+    adv_synthetic: Annotated[bool, typer.Option(help="also PGD-perturb the synthetic images (min-max)")] = False,
     seed: Annotated[int, typer.Option(help="master seed")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     out: Annotated[Path, typer.Option(help="output directory")] = Path("securedc-out"),
@@ -105,9 +107,20 @@ def condense(
     resume: Annotated[Optional[Path], typer.Option(help="resume from this checkpoint")] = None,
     eval_models: Annotated[int, typer.Option(help="fresh models trained on the result (0 = skip evaluation)")] = 3,
     eval_epochs: Annotated[int, typer.Option(help="epochs per evaluation model")] = 300,
+    audit: Annotated[bool, typer.Option("--audit/--no-audit", help="audit and certify before export (default on)")] = True,
+    force: Annotated[bool, typer.Option("--force", help="export even when the audit fails (manifest says certified: false)")] = False,
+    policy: Annotated[Optional[Path], typer.Option(help="TOML file overriding certification thresholds")] = None,
+    audit_shadows: Annotated[int, typer.Option(help="shadow condensations for LiRA/RMIA (0 = skip)")] = 2,
+    audit_canaries: Annotated[int, typer.Option(help="canaries of the one-run privacy audit (0 = skip)")] = 100,
+    audit_iterations: Annotated[int, typer.Option(help="steps of each shadow/canary condensation, capped at --iterations (0 = same as --iterations)")] = 100,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Condense a dataset into IPC synthetic images per class, evaluate and export them."""
+    """Condense a dataset into IPC synthetic images per class, evaluate, audit and export them.
+
+    With the audit (default) a stratified 20 % of the training data is held out as
+    non-members before condensing, the release is attacked, and it is exported only if
+    every certification gate passes (exit 1 otherwise; the report is written either way).
+    """
     from securedc.config import AdversarialConfig, CondenseConfig, EvalConfig, PrivacyConfig, parse_number
     from securedc.errors import ConfigError
     from securedc.io import ensure_writable_dir
@@ -140,6 +153,8 @@ def condense(
             steps=adv_steps,
             alpha=parse_number(adv_alpha, name="adv-alpha") if adv_alpha is not None else None,
             weight=adv_weight,
+            perturb_synthetic=adv_synthetic,
+            attack_network=adv_network,  # type: ignore[arg-type]
         ),
     ).validate()
     eval_config = EvalConfig(models=max(eval_models, 1), epochs=eval_epochs)
@@ -155,6 +170,7 @@ def condense(
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     out_dir = ensure_writable_dir(out)
+    audit_plan = _audit_plan(policy, audit_shadows, audit_canaries, audit_iterations) if audit else None
 
     from securedc.api import as_bundle
     from securedc.condenser import Condenser
@@ -163,46 +179,163 @@ def condense(
     stem = name or f"{bundle.name}-ipc{ipc}"
     target = out_dir / f"{stem}.safetensors"
     checkpoint = out_dir / f"{stem}.ckpt.safetensors"
-    condenser = Condenser(
-        config, num_classes=bundle.num_classes, image_shape=bundle.image_shape, mean=bundle.mean, std=bundle.std
-    )
-    mechanism = condenser.make_mechanism(bundle.train_images, bundle.train_labels)
-    if mechanism.private:
-        console.print(
-            f"[bold]DP[/bold]: target ε={eps:g}, δ={condenser._delta:g}, q={mechanism.sample_rate:.5f}, "
-            f"T={config.iterations}, σ={mechanism.noise_multiplier:.4f}, C={mechanism.sensitivity:.3g}"
-        )
+    full_bundle = bundle
+    if audit_plan is not None:  # reserve non-members BEFORE condensing: the condenser sees members only
+        bundle, split = _member_bundle(bundle, audit_plan[1], seed=config.seed)
+    from securedc.plugins.distributed import launched_distributed
+
+    if launched_distributed():  # torchrun: classes split across ranks; rank 0 alone evaluates/audits/exports
+        from securedc.plugins.distributed import condense_cli
+
+        result = condense_cli(config, bundle, console=console, progress=_progress, checkpoint=checkpoint,
+                              resume_from=resume, keep_checkpoints=bool(checkpoint_every))
+        if result is None:
+            return
     else:
-        console.print("[yellow]not private[/yellow]: exact statistics of the real data (use --epsilon for a DP guarantee)")
-
-    with _progress() as progress:
-        task = progress.add_task(f"condensing {bundle.name}", total=config.iterations, loss="-", eps="")
-
-        def on_step(ev: Any) -> None:
-            eps_txt = f"ε {ev.epsilon_spent:.2f}" if ev.epsilon_spent is not None else ""
-            if ev.epsilon_spent is not None or ev.step % 10 == 0 or ev.step == ev.total:
-                progress.update(task, completed=ev.step, loss=f"{ev.loss:.4g}", eps=eps_txt)
-
-        result = condenser.fit(
-            mechanism,
-            callback=on_step,
-            checkpoint_path=checkpoint if (checkpoint_every or True) else None,
-            resume_from=resume,
+        condenser = Condenser(
+            config, num_classes=bundle.num_classes, image_shape=bundle.image_shape, mean=bundle.mean, std=bundle.std
         )
+        mechanism = condenser.make_mechanism(bundle.train_images, bundle.train_labels)
+        if mechanism.private:
+            console.print(
+                f"[bold]DP[/bold]: target ε={eps:g}, δ={condenser._delta:g}, q={mechanism.sample_rate:.5f}, "
+                f"T={config.iterations}, σ={mechanism.noise_multiplier:.4f}, C={mechanism.sensitivity:.3g}"
+            )
+        else:
+            console.print("[yellow]not private[/yellow]: exact statistics of the real data (use --epsilon for a DP guarantee)")
+
+        with _progress() as progress:
+            task = progress.add_task(f"condensing {bundle.name}", total=config.iterations, loss="-", eps="")
+
+            def on_step(ev: Any) -> None:
+                eps_txt = f"ε {ev.epsilon_spent:.2f}" if ev.epsilon_spent is not None else ""
+                if ev.epsilon_spent is not None or ev.step % 10 == 0 or ev.step == ev.total:
+                    progress.update(task, completed=ev.step, loss=f"{ev.loss:.4g}", eps=eps_txt)
+
+            result = condenser.fit(
+                mechanism,
+                callback=on_step,
+                checkpoint_path=checkpoint if (checkpoint_every or True) else None,
+                resume_from=resume,
+            )
 
     from securedc.api import Condensation
 
     outcome = Condensation(images=result.images, labels=result.labels, config=config, result=result, bundle=bundle)
     evaluation: dict[str, Any] = {}
-    if eval_models:
-        evaluation = _evaluate(outcome, eval_config)
-    manifest = outcome.manifest(evaluation=evaluation)
+    if audit_plan is not None:
+        manifest = _audit_release(outcome, full_bundle, split, eval_config, audit_plan, target=target, force=force)
+    else:
+        if eval_models:
+            evaluation = _evaluate(outcome, eval_config)
+        manifest = outcome.manifest(evaluation=evaluation)
     from securedc.export import save_condensed
 
     save_condensed(target, outcome.images, outcome.labels, manifest)
     if checkpoint.exists() and not checkpoint_every:
         checkpoint.unlink()
     _summary(manifest, target)
+
+
+def _audit_plan(policy_file: Optional[Path], shadows: int, canaries: int, iterations: int) -> tuple[Any, Any]:
+    """Validate the audit options before any long computation: (policy, AuditConfig)."""
+    from securedc.audits.certify import load_policy
+    from securedc.audits.pipeline import AuditConfig
+
+    return load_policy(policy_file), AuditConfig(shadows=shadows, canaries=canaries, audit_iterations=iterations).validate()
+
+
+def _member_bundle(bundle: Any, audit_config: Any, *, seed: int) -> tuple[Any, dict[str, Any]]:
+    """The bundle restricted to the audit's members, plus the split record for the manifest."""
+    import dataclasses
+
+    from securedc.audits.pipeline import split_indices, split_record
+
+    m, _ = split_indices(bundle.train_labels, holdout_fraction=audit_config.holdout_fraction, seed=seed)
+    split = split_record(bundle.train_labels, holdout_fraction=audit_config.holdout_fraction, seed=seed,
+                         fingerprint=bundle.fingerprint)
+    members = dataclasses.replace(bundle, train_images=bundle.train_images[m], train_labels=bundle.train_labels[m],
+                                  fingerprint=bundle.fingerprint)
+    return members, split
+
+
+def _audit_section(outcome: Any, split: dict[str, Any], report_html: Path, *, forced: bool = False) -> dict[str, Any]:
+    from securedc.audits.pipeline import headline
+
+    cert = outcome.certification
+    return {
+        "ran": True,
+        "certified": cert.certified,
+        **({"forced": True} if forced else {}),
+        "reasons": cert.reasons,
+        "gates": [g.to_dict() for g in cert.gates],
+        "policy": cert.to_dict()["policy"],
+        "headline": headline(outcome),
+        "split": split,
+        "report": str(report_html),
+    }
+
+
+def _run_and_report(
+    images: Any, labels: Any, *, manifest: dict[str, Any], bundle: Any, members: Any, nonmembers: Any,
+    config: Any, split: dict[str, Any], eval_config: Any, plan: tuple[Any, Any], report_dir: Path,
+    epsilon_history: Any,
+) -> tuple[Any, Path]:
+    """Run every audit (accuracy on ``bundle``'s test set), write NAME.report/; returns (AuditOutcome, html)."""
+    from securedc.audits.pipeline import run_audits
+    from securedc.audits.report import write_report
+    from securedc.export import tensor_digest
+
+    policy, audit_config = plan
+    with console.status("auditing the release") as status:
+        outcome = run_audits(
+            images, labels, members=members, nonmembers=nonmembers, test=(bundle.test_images, bundle.test_labels),
+            num_classes=bundle.num_classes, mean=bundle.mean, std=bundle.std, config=config, eval_config=eval_config,
+            audit=audit_config, policy=policy, progress=lambda msg: status.update(f"auditing: {msg}"),
+        )
+    outcome.split = split
+    shown = dict(manifest, tensor_sha256=tensor_digest(images, labels), num_images=int(labels.shape[0]))
+    html = write_report(report_dir, manifest=shown, results=outcome.results, certification=outcome.certification,
+                        images=images, labels=labels, classes=bundle.classes, epsilon_history=epsilon_history)
+    return outcome, html
+
+
+def _audit_release(outcome: Any, bundle: Any, split: dict[str, Any], eval_config: Any, plan: tuple[Any, Any], *,
+                   target: Path, force: bool) -> dict[str, Any]:
+    """Audit a fresh condensation; returns the manifest to export or raises CertificationError."""
+    from securedc.audits.pipeline import split_members
+    from securedc.audits.utility import evaluation_section
+
+    report_dir = target.parent / f"{target.name.removesuffix('.safetensors')}.report"
+    draft = outcome.manifest()
+    members, nonmembers = split_members(bundle.train_images, bundle.train_labels,
+                                        holdout_fraction=split["holdout_fraction"], seed=split["seed"])
+    audited, html = _run_and_report(
+        outcome.images, outcome.labels, manifest=draft, bundle=bundle, members=members, nonmembers=nonmembers,
+        config=outcome.config, split=split,
+        eval_config=eval_config, plan=plan, report_dir=report_dir, epsilon_history=outcome.result.epsilon_history,
+    )
+    section = _audit_section(audited, split, html, forced=force and not audited.certification.certified)
+    manifest = outcome.manifest(evaluation=evaluation_section(audited.results["utility"]), audit=section)
+    _print_gates(audited.certification, html)
+    if not audited.certification.certified and not force:
+        failed = ", ".join(g.name for g in audited.certification.failed)
+        raise CertificationError(
+            f"the audit failed gate(s) {failed}; nothing was exported. Report: {html}. "
+            "Fix the release (e.g. --epsilon for privacy) or export anyway with --force (marked uncertified).",
+            report_dir=str(report_dir),
+        )
+    return manifest
+
+
+def _print_gates(certification: Any, html: Path) -> None:
+    table = Table(title="audit: " + ("CERTIFIED" if certification.certified else "NOT CERTIFIED"))
+    for col in ("gate", "result", "reason"):
+        table.add_column(col)
+    for g in certification.gates:
+        table.add_row(g.name, "[green]pass[/green]" if g.passed else "[red]FAIL[/red]", g.reason)
+    console.print(table)
+    console.print(f"report: {html}")
 
 
 def _evaluate(outcome: Any, eval_config: Any) -> dict[str, Any]:
@@ -229,7 +362,7 @@ def _summary(manifest: dict[str, Any], target: Path) -> None:
     table = Table(title="securedc condense", show_header=False)
     table.add_row("output", str(target))
     table.add_row("dataset", f"{manifest['dataset']['name']} ({manifest['dataset']['num_train']} train images)")
-    table.add_row("images", f"{manifest['num_images']} ({manifest['ipc']} per class)")
+    table.add_row("images", f"{manifest['ipc'] * len(manifest['dataset']['classes'])} ({manifest['ipc']} per class)")
     priv = manifest["privacy"]
     if priv.get("private"):
         table.add_row("privacy", f"(ε={priv['epsilon']:.3f}, δ={priv['delta']:g})-DP  [σ={priv['noise_multiplier']:.3f}, q={priv['sample_rate']:.4f}, T={priv['steps']}]")
@@ -277,6 +410,96 @@ def evaluate(
         typer.echo(json.dumps(res.to_dict()))
     else:
         Console().print(f"{file}: test accuracy {res}")
+
+
+@app.command("audit")
+@friendly_errors
+def audit_cmd(
+    file: Annotated[Path, typer.Argument(help="condensed .safetensors file")],
+    dataset: Annotated[Optional[str], typer.Option(help="the real data it was condensed from (default: the manifest's)")] = None,
+    data_root: Annotated[Optional[Path], typer.Option()] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="TOML file overriding certification thresholds")] = None,
+    recertify: Annotated[bool, typer.Option("--recertify", help="write the new verdict into the file's manifest")] = False,
+    audit_shadows: Annotated[int, typer.Option(help="shadow condensations for LiRA/RMIA (0 = skip)")] = 2,
+    audit_canaries: Annotated[int, typer.Option(help="canaries of the one-run privacy audit (0 = skip)")] = 100,
+    audit_iterations: Annotated[int, typer.Option(help="steps of each shadow/canary condensation (0 = the file's T)")] = 100,
+    eval_models: Annotated[int, typer.Option(help="fresh models per architecture for the utility audit")] = 3,
+    eval_epochs: Annotated[int, typer.Option(help="epochs per model")] = 300,
+    report: Annotated[Optional[Path], typer.Option(help="report directory (default FILE.report next to the file)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Audit an existing condensed file (and re-certify it with --recertify).
+
+    Members/non-members: a file made by an audited `securedc condense` records its split
+    (dataset fingerprint, holdout fraction, seed, members hash), which is recreated exactly.
+    Otherwise the audit cannot know which examples the condenser used: it assumes the whole
+    training set (members) and uses half of the test set as non-members, the other half for
+    accuracy. Exit 1 when the file is not certified (report written either way).
+    """
+    import dataclasses
+
+    from securedc.api import as_bundle
+    from securedc.audits.pipeline import split_indices, split_members, split_record
+    from securedc.audits.report import epsilon_history_from_privacy
+    from securedc.config import CondenseConfig, EvalConfig
+    from securedc.errors import ConfigError, DataError
+    from securedc.export import load_condensed, update_manifest
+
+    _setup_logging(verbose)
+    eval_config = EvalConfig(models=eval_models, epochs=eval_epochs)
+    problems = eval_config.problems()
+    if problems:
+        raise ConfigError("; ".join(problems))
+    plan = _audit_plan(policy, audit_shadows, audit_canaries, audit_iterations)
+    cs = load_condensed(file)
+    m = cs.manifest
+    bundle = as_bundle(dataset or m["dataset"]["name"], root=str(data_root) if data_root else None)
+    if tuple(cs.images.shape[1:]) != bundle.image_shape:
+        raise DataError(f"{file} holds {tuple(cs.images.shape[1:])} images but {bundle.name} has {bundle.image_shape}")
+    config = CondenseConfig.from_dict(m["config"]) if "config" in m else CondenseConfig(ipc=int(m.get("ipc", 1)))
+    split = (m.get("audit") or {}).get("split")
+    if split and split.get("dataset_fingerprint") == bundle.fingerprint:
+        check = split_record(bundle.train_labels, holdout_fraction=split["holdout_fraction"], seed=split["seed"],
+                             fingerprint=bundle.fingerprint)
+        if check["members_sha256"] != split.get("members_sha256"):
+            raise DataError(f"{file}: recreated member split does not match the recorded one "
+                            "(different securedc version or data); cannot audit membership reliably")
+        audit_bundle = bundle
+        members, nonmembers = split_members(bundle.train_images, bundle.train_labels,
+                                            holdout_fraction=split["holdout_fraction"], seed=split["seed"])
+        console.print(f"members/non-members: recreated the recorded split ({split['num_members']} / {split['num_nonmembers']})")
+    else:
+        if split:
+            console.print("[yellow]the file's dataset fingerprint differs from this dataset's[/yellow]")
+        # unknown split: every training example may have been used -> members = the whole training set,
+        # non-members = half of the test set, accuracy on the other half (documented limitation)
+        t_idx, n_idx = split_indices(bundle.test_labels, holdout_fraction=0.5, seed=config.seed)
+        members = (bundle.train_images, bundle.train_labels)
+        nonmembers = (bundle.test_images[n_idx], bundle.test_labels[n_idx])
+        audit_bundle = dataclasses.replace(
+            bundle, test_images=bundle.test_images[t_idx], test_labels=bundle.test_labels[t_idx],
+            fingerprint=bundle.fingerprint,
+        )
+        n_train = int(bundle.train_labels.shape[0])
+        split = {"holdout_fraction": None, "seed": config.seed, "dataset_fingerprint": bundle.fingerprint,
+                 "num_members": n_train, "num_nonmembers": int(n_idx.numel()), "members": "whole training set",
+                 "nonmembers": "half of the test set (split unknown: file not made by an audited securedc condense)"}
+        console.print("[yellow]no recorded split[/yellow]: members = whole training set, non-members = half the test set")
+    report_dir = report or file.parent / f"{file.name.removesuffix('.safetensors')}.report"
+    outcome, html = _run_and_report(
+        cs.images, cs.labels, manifest=m, bundle=audit_bundle, members=members, nonmembers=nonmembers,
+        config=config, split=split,
+        eval_config=eval_config, plan=plan, report_dir=report_dir,
+        epsilon_history=epsilon_history_from_privacy(m.get("privacy") or {}),
+    )
+    _print_gates(outcome.certification, html)
+    if recertify:
+        update_manifest(file, {"audit": _audit_section(outcome, split, html)})
+        console.print(f"manifest of {file} updated: certified = {outcome.certification.certified}")
+    if not outcome.certification.certified:
+        failed = ", ".join(g.name for g in outcome.certification.failed)
+        raise CertificationError(f"{file} is not certified: failed gate(s) {failed}. Report: {html}",
+                                 report_dir=str(report_dir))
 
 
 @app.command()

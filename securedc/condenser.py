@@ -142,6 +142,7 @@ class Condenser:
         self._noise_multiplier: float | None = None
         self._sample_rate: float | None = None
         self._delta: float | None = None
+        self._ckpt_noise_seed: int | None = None  # DP: the mechanism's secret seed, for checkpoints only
 
     # ------------------------------------------------------------------ setup
     def make_network(self, seed: int) -> nn.Module:
@@ -160,10 +161,16 @@ class Condenser:
             p.requires_grad_(False)
         return net
 
-    def make_mechanism(self, images: Tensor, labels: Tensor) -> Mechanism:
+    def make_mechanism(self, images: Tensor, labels: Tensor, *, noise_seed: int | None = None) -> Mechanism:
         """Wrap the real training data in the mechanism the configuration asks for.
 
         In DP mode this calibrates σ from (ε, δ, q, T) before the loop.
+
+        Args:
+            images, labels: the real training set (only the mechanism keeps them).
+            noise_seed: DP only: SECRET seed of sampling and noise; ``None`` draws one from
+                the OS (see :class:`~securedc.privacy.GaussianMechanism`). Give it only for
+                reproducible tests or class-subset processes; never publish it.
         """
         if tuple(images.shape[1:]) != self.image_shape:
             raise DataError(f"real images have shape {tuple(images.shape[1:])}, expected {self.image_shape}")
@@ -202,6 +209,7 @@ class Condenser:
             noise_multiplier=self._noise_multiplier,
             clip_bounds=[t.clip for t in self.terms],
             classes=self.classes,
+            noise_seed=noise_seed,
         )
 
     def _init_images(self, mechanism: Mechanism) -> Tensor:
@@ -252,10 +260,15 @@ class Condenser:
         images.requires_grad_(True)
         optimizer = self._make_optimizer(images)
         hyper = {"lr": cfg.lr_img, "prev_grad": None}
+        self._ckpt_noise_seed = getattr(mechanism, "noise_seed", None)
         if resume_from is not None:
             start, losses, eps_hist, accountant = self._load_checkpoint(
                 resume_from, images, optimizer, hyper, accountant
             )
+            if isinstance(mechanism, GaussianMechanism) and self._ckpt_noise_seed is not None:
+                mechanism.noise_seed = self._ckpt_noise_seed  # continue the same secret noise stream
+            if isinstance(mechanism, GaussianMechanism) and accountant is not None:
+                self._check_projected_budget(accountant, mechanism, cfg.iterations - start)
         labels = self.labels.to(self.device)
         t0 = time.perf_counter()
         step = start
@@ -291,6 +304,23 @@ class Condenser:
             terms=[t.describe() for t in self.terms],
             epsilon_history=eps_hist,
         )
+
+    def _check_projected_budget(self, accountant: PrivacyAccountant, mechanism: GaussianMechanism, remaining: int) -> None:
+        """Refuse a resume whose spent + remaining steps would exceed the target ε.
+
+        σ was calibrated for this run's T; a checkpoint made with another T (or σ) has
+        a history that, composed with the remaining steps, can overshoot the target.
+        """
+        projected = PrivacyAccountant.from_state_dict(accountant.state_dict())
+        if remaining > 0:
+            projected._acc.history.append((mechanism.noise_multiplier, mechanism.sample_rate, remaining))
+        eps = projected.epsilon()
+        target = self.config.privacy.epsilon
+        if eps > target * 1.0001:
+            raise PrivacyError(
+                f"resuming would spend epsilon={eps:.4g} > target {target:g} (the checkpoint was made with "
+                "different --iterations or noise); resume with the original --iterations"
+            )
 
     def _log_eps(self, step: int) -> bool:
         total = self.config.iterations
@@ -379,6 +409,11 @@ class Condenser:
             "accountant_history": accountant.state_dict()["history"],
             "opacus_version": opacus.__version__,
             "mechanism": "Poisson-sampled Gaussian mechanism on per-class sums of clipped per-sample vectors",
+            "noise_seed": (
+                "given by the caller (must be kept secret)"
+                if mechanism.noise_seed_given
+                else "secret: drawn from the OS CSPRNG, not recorded here (checkpoints hold it: keep them private)"
+            ),
             "not_covered": list(NOT_COVERED),
         }
 
@@ -415,6 +450,8 @@ class Condenser:
             "losses": losses,
             "epsilon_history": eps_hist,
             "accountant": accountant.state_dict() if accountant is not None else None,
+            # SECRET (DP): the mechanism's sampling/noise seed; checkpoints must stay private
+            "noise_seed": str(self._ckpt_noise_seed) if accountant is not None else None,
         }
         data = st_save(tensors, metadata={"securedc_checkpoint": json.dumps(meta, allow_nan=False)})
         atomic_write_bytes(path, data)
@@ -463,5 +500,7 @@ class Condenser:
         elif accountant is not None:
             raise PrivacyError("cannot resume a private run from a non-private checkpoint")
         eps_hist = [tuple(x) for x in meta["epsilon_history"]]
+        if meta.get("noise_seed") is not None:
+            self._ckpt_noise_seed = int(meta["noise_seed"])
         logger.info("resumed from %s at step %d", path, meta["step"])
         return int(meta["step"]), list(meta["losses"]), eps_hist, accountant  # type: ignore[return-value]

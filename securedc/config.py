@@ -55,15 +55,15 @@ def parse_number(text: str | float | int, *, name: str) -> float:
         try:
             if match:
                 num, den = float(match.group(1)), float(match.group(2))
-                if den == 0:
-                    raise ConfigError(f"--{name} {text!r}: denominator is zero; use e.g. 8/255")
-                value = num / den
             else:
-                value = float(text.strip())
+                num, den = float(text.strip()), 1.0
         except ValueError:
             raise ConfigError(
                 f"--{name} {text!r} is not a number; use a decimal (0.03), a fraction (8/255) or inf"
             ) from None
+        if den == 0:
+            raise ConfigError(f"--{name} {text!r}: denominator is zero; use e.g. 8/255")
+        value = num / den
     if math.isnan(value):
         raise ConfigError(f"--{name} is NaN; give a finite number")
     return value

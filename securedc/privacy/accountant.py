@@ -27,7 +27,7 @@ def calibrate_noise(
 ) -> float:
     """σ such that ``steps`` sampled-Gaussian steps at rate q spend at most ``target_epsilon``.
 
-    Uses ``opacus.accountants.utils.get_noise_multiplier`` (ε tolerance 0.01).
+    Uses ``opacus.accountants.utils.get_noise_multiplier`` (ε tolerance min(0.01, 0.5 % of ε)).
 
     Raises:
         PrivacyError: the target cannot be reached (e.g. absurdly small ε).
@@ -47,7 +47,8 @@ def calibrate_noise(
                 sample_rate=sample_rate,
                 steps=steps,
                 accountant=accountant,
-                epsilon_tolerance=0.01,
+                # relative tolerance: the calibrated run spends within 0.5 % of the target, never more
+                epsilon_tolerance=min(0.01, 0.005 * target_epsilon),
             )
         )
     except ValueError as err:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import math
+import secrets
 from collections.abc import Callable, Sequence
 
 import torch
@@ -244,6 +245,17 @@ class GaussianMechanism(Mechanism):
         sample_rate: q, the same for every example.
         noise_multiplier: σ.
         clip_bounds: C_k per part (one per active term, in the order ``vector_fn`` returns them).
+        noise_seed: SECRET seed of the Poisson sampling and of the noise. ``None`` (default)
+            draws it from the operating system's CSPRNG (:mod:`secrets`); it is never put in
+            the manifest. Give it explicitly only for reproducible tests or for processes
+            that must draw the same noise (class subsets), and never publish it.
+
+    Privacy:
+        The step seeds derive from the public master seed, which the manifest records. If
+        the sampling and the noise were drawn from those seeds alone, anyone holding the
+        manifest could regenerate the noise and re-run the deterministic condensation on
+        candidate datasets, which voids the guarantee. Both are therefore keyed by the
+        secret ``noise_seed`` as well; checkpoints store it (keep checkpoints private).
     """
 
     private = True
@@ -258,8 +270,11 @@ class GaussianMechanism(Mechanism):
         noise_multiplier: float,
         clip_bounds: Sequence[float],
         classes: Sequence[int] | None = None,
+        noise_seed: int | None = None,
     ) -> None:
         super().__init__(images, labels, num_classes=num_classes, classes=classes)
+        self.noise_seed = int(noise_seed) if noise_seed is not None else secrets.randbits(62)
+        self.noise_seed_given = noise_seed is not None
         if not (0 < sample_rate <= 1):
             raise PrivacyError(f"sample rate q must be in (0, 1] (got {sample_rate})")
         self.sample_rate = float(sample_rate)
@@ -277,8 +292,9 @@ class GaussianMechanism(Mechanism):
     def release(self, vector_fn, *, seed, reducers=None, device="cpu"):
         gens: list[torch.Generator | None] = [None] * self.num_classes
         picks = []
+        keyed = (seed * 2_862_933_555_777_941_757 + self.noise_seed) % (2**63 - 1)
         for c in self.classes:
-            gens[c] = class_generator(seed, c)
+            gens[c] = class_generator(keyed, c)
             members = self._by_class[c]
             picks.append(members[poisson_sample(members.numel(), self.sample_rate, generator=gens[c])])
         idx = torch.cat(picks)

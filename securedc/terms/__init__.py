@@ -2,6 +2,8 @@
 
 from securedc.terms.base import StepContext, Term, build_terms, create_term, list_terms, register_term
 from securedc.terms.distribution import DistributionTerm  # noqa: F401  (registers)
+from securedc.terms.gradient import GradientTerm  # noqa: F401  (registers)
+from securedc.terms.adversarial import AdversarialTerm  # noqa: F401  (registers; keep after distribution and gradient)
 
 __all__ = [
     "StepContext",
@@ -11,4 +13,6 @@ __all__ = [
     "list_terms",
     "register_term",
     "DistributionTerm",
+    "GradientTerm",
+    "AdversarialTerm",
 ]

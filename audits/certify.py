@@ -1,0 +1,300 @@
+"""Certification gate: audit results + a policy → pass/fail per gate, with reasons.
+
+A release is *certified* when every applicable gate passes. The default
+:class:`Policy` encodes the issue's gates:
+
+========================  ==========================================================  =========
+gate                      passes when                                                 default
+========================  ==========================================================  =========
+``utility``               condensed accuracy ≥ random-real-subset accuracy − margin    margin 0
+``mia-tpr``               MIA TPR at 1 % FPR, upper 95 % CI ≤ threshold                0.05
+``mia-auc``               MIA ROC AUC (best attack) ≤ threshold                        0.60
+``canary``                canary ε lower bound ε̂ ≤ claimed ε                          —
+``robustness-sanity``     every attack sanity check passes (only with ``--adv-eps``)   —
+``robustness-pgd``        PGD accuracy of S ≥ baseline's − margin (``--adv-eps``)      margin 0
+========================  ==========================================================  =========
+
+A missing audit fails its gate (a gate that cannot be checked is not passed),
+except robustness gates when the run is not adversarial and the canary gate when
+``require_canary = false``. Overrides come from a TOML file (``--policy FILE``)
+whose top-level keys are :class:`Policy` field names; an unknown key is a
+:class:`~securedc.errors.ConfigError` so a typo cannot silently weaken the policy.
+
+Example:
+    >>> from securedc.audits.base import AuditResult
+    >>> r = {"utility": AuditResult("utility", {"condensed_acc": 0.9, "random_acc": 0.8})}
+    >>> c = certify(r, Policy(require_mia=False, require_canary=False), claimed_epsilon=float("inf"),
+    ...             adversarial=False)
+    >>> c.certified, [g.name for g in c.gates]
+    (True, ['utility'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from securedc.audits.base import AuditResult, json_ready
+from securedc.errors import ConfigError
+
+__all__ = ["Policy", "Gate", "Certification", "certify", "load_policy"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    """Thresholds of the certification gates (defaults documented in the module docstring).
+
+    Attributes:
+        utility_margin: condensed accuracy may be at most this much below the random real
+            subset's (accuracy in [0, 1]; 0 = must match or beat it).
+        utility_all_architectures: require the utility gate on every evaluated architecture
+            (cross-architecture), not only the first (the main evaluation model).
+        require_utility: fail when the utility audit is missing.
+        mia_max_tpr_at_1pct_fpr: bound on the upper 95 % CI of the best attack's TPR at 1 % FPR
+            (chance is 0.01).
+        mia_max_auc: bound on the best attack's ROC AUC (chance is 0.5).
+        require_mia: fail when the MIA audit is missing.
+        require_canary: fail when the canary audit is missing.
+        canary_slack: ε̂ may exceed the claimed ε by this much (0 = strict; the bound is already a
+            one-sided 95 % lower confidence bound).
+        robust_metric: metric of the robustness audit compared with the baseline's
+            (``pgd20_acc``, ``pgd100_acc`` or ``autoattack_acc``).
+        robust_margin: robust accuracy of S may be at most this much below the baseline's.
+        require_sanity_checks: with ``--adv-eps``, every robustness sanity check must pass.
+    """
+
+    utility_margin: float = 0.0
+    utility_all_architectures: bool = False
+    require_utility: bool = True
+    mia_max_tpr_at_1pct_fpr: float = 0.05
+    mia_max_auc: float = 0.60
+    require_mia: bool = True
+    require_canary: bool = True
+    canary_slack: float = 0.0
+    robust_metric: str = "pgd20_acc"
+    robust_margin: float = 0.0
+    require_sanity_checks: bool = True
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("utility_margin", "canary_slack", "robust_margin"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and math.isfinite(v)):
+                out.append(f"policy {name} must be a finite number >= 0 (got {v!r})")
+        for name in ("mia_max_tpr_at_1pct_fpr", "mia_max_auc"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1):
+                out.append(f"policy {name} must be in [0, 1] (got {v!r}); 1 disables the gate")
+        for name in ("utility_all_architectures", "require_utility", "require_mia", "require_canary",
+                     "require_sanity_checks"):
+            if not isinstance(getattr(self, name), bool):
+                out.append(f"policy {name} must be true or false (got {getattr(self, name)!r})")
+        if self.robust_metric not in ("fgsm_acc", "pgd20_acc", "pgd100_acc", "autoattack_acc"):
+            out.append(f"policy robust_metric must be fgsm_acc, pgd20_acc, pgd100_acc or autoattack_acc "
+                       f"(got {self.robust_metric!r})")
+        return out
+
+    def validate(self) -> "Policy":
+        problems = self.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_policy(path: str | Path | None = None, **overrides: Any) -> Policy:
+    """The default :class:`Policy`, updated from a TOML file and then ``overrides``.
+
+    Args:
+        path: TOML file with top-level keys named like :class:`Policy` fields
+            (a ``[policy]`` table is accepted too), e.g. ``mia_max_auc = 0.55``.
+        **overrides: field values applied last.
+
+    Raises:
+        ConfigError: unreadable/invalid TOML, an unknown key, or a value out of range.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"--policy {str(file)!r} not found; give a TOML file") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"--policy {str(file)!r} cannot be read: {err}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"--policy {str(file)!r} is not valid TOML: {err}") from None
+        if set(data) == {"policy"} and isinstance(data["policy"], dict):
+            data = data["policy"]
+        values.update(data)
+    values.update(overrides)
+    known = {f.name for f in dataclasses.fields(Policy)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown policy key(s) {unknown} in {path or 'overrides'}; valid keys: {sorted(known)}")
+    for key, value in list(values.items()):
+        if isinstance(value, int) and not isinstance(value, bool) and isinstance(getattr(Policy(), key), float):
+            values[key] = float(value)
+    return Policy(**values).validate()
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One pass/fail check.
+
+    Attributes:
+        name: gate id (``utility``, ``mia-tpr``, ``mia-auc``, ``canary``, ``robustness-sanity``,
+            ``robustness-pgd``).
+        passed: verdict.
+        value: the measured number (``nan`` when the audit is missing).
+        threshold: the bound it was compared with.
+        reason: one plain-language sentence (shown in the report, the manifest and errors).
+    """
+
+    name: str
+    passed: bool
+    value: float
+    threshold: float
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_ready(dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
+class Certification:
+    """The verdict: certified iff every gate passed."""
+
+    certified: bool
+    gates: list[Gate] = field(default_factory=list)
+    policy: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[Gate]:
+        return [g for g in self.gates if not g.passed]
+
+    @property
+    def reasons(self) -> list[str]:
+        """Reasons of the failed gates (what the manifest records for a forced export)."""
+        return [f"{g.name}: {g.reason}" for g in self.failed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"certified": self.certified, "gates": [g.to_dict() for g in self.gates], "policy": json_ready(self.policy)}
+
+
+def _missing(name: str, audit: str) -> Gate:
+    return Gate(name, False, math.nan, math.nan, f"the {audit} audit did not run, so this gate cannot be checked")
+
+
+def _utility_gates(result: AuditResult | None, policy: Policy) -> list[Gate]:
+    if result is None:
+        return [_missing("utility", "utility")] if policy.require_utility else []
+    m = result.metrics
+    archs = result.details.get("architectures") or []
+    pairs = [("", m.get("condensed_acc", math.nan), m.get("random_acc", math.nan))]
+    if policy.utility_all_architectures and archs:
+        pairs = [(f"-{a}", m.get(f"condensed_acc_{a}", math.nan), m.get(f"random_acc_{a}", math.nan)) for a in archs]
+    gates = []
+    for suffix, cond, rnd in pairs:
+        bound = rnd - policy.utility_margin
+        ok = math.isfinite(cond) and math.isfinite(rnd) and cond >= bound
+        arch = suffix[1:] or (archs[0] if archs else "main model")
+        reason = (f"condensed set trains {arch} to {100 * cond:.1f} % test accuracy vs {100 * rnd:.1f} % for a "
+                  f"random real subset of the same size (needs ≥ {100 * bound:.1f} %)")
+        gates.append(Gate(f"utility{suffix}", ok, cond, bound, reason))
+    return gates
+
+
+def _mia_gates(result: AuditResult | None, policy: Policy) -> list[Gate]:
+    if result is None:
+        return [_missing("mia-tpr", "membership-inference"), _missing("mia-auc", "membership-inference")] \
+            if policy.require_mia else []
+    m = result.metrics
+    tpr = m.get("tpr_at_1pct_fpr_ci_high", m.get("tpr_at_1pct_fpr", math.nan))
+    auc = m.get("auc", math.nan)
+    tpr_ok = math.isfinite(tpr) and tpr <= policy.mia_max_tpr_at_1pct_fpr
+    auc_ok = math.isfinite(auc) and auc <= policy.mia_max_auc
+    return [
+        Gate("mia-tpr", tpr_ok, tpr, policy.mia_max_tpr_at_1pct_fpr,
+             f"membership inference: TPR at 1 % FPR is at most {100 * tpr:.1f} % (upper 95 % CI; chance 1 %), "
+             f"allowed ≤ {100 * policy.mia_max_tpr_at_1pct_fpr:.1f} %"),
+        Gate("mia-auc", auc_ok, auc, policy.mia_max_auc,
+             f"membership inference: best attack AUC {auc:.3f} (chance 0.5), allowed ≤ {policy.mia_max_auc:.2f}"),
+    ]
+
+
+def _canary_gates(result: AuditResult | None, policy: Policy, claimed_epsilon: float) -> list[Gate]:
+    if result is None:
+        return [_missing("canary", "canary")] if policy.require_canary else []
+    eps_hat = result.metrics.get("epsilon_lower_bound", math.nan)
+    bound = claimed_epsilon + policy.canary_slack
+    ok = math.isfinite(eps_hat) and eps_hat <= bound
+    if math.isinf(claimed_epsilon):
+        reason = f"not private: canaries show empirical ε ≥ {eps_hat:.2f} (no DP claim to violate)"
+    elif ok:
+        reason = f"empirical ε lower bound {eps_hat:.2f} ≤ claimed ε {claimed_epsilon:.2f}"
+    else:
+        reason = (f"empirical ε lower bound {eps_hat:.2f} EXCEEDS the claimed ε {claimed_epsilon:.2f}: "
+                  "the DP guarantee is violated (a privacy bug)")
+    return [Gate("canary", ok, eps_hat, bound, reason)]
+
+
+def _robustness_gates(result: AuditResult | None, policy: Policy) -> list[Gate]:
+    if result is None:
+        return [_missing("robustness-pgd", "robustness")]
+    gates = []
+    if policy.require_sanity_checks:
+        checks = result.details.get("sanity_checks") or []
+        failed = [c.get("name", "?") for c in checks if not c.get("passed")]
+        ok = bool(checks) and not failed
+        reason = (f"all {len(checks)} attack sanity checks pass" if ok else
+                  ("no sanity checks were reported" if not checks else
+                   f"attack sanity checks failed: {', '.join(map(str, failed))} (robust accuracy may be overstated)"))
+        gates.append(Gate("robustness-sanity", ok, float(len(checks) - len(failed)), float(len(checks)), reason))
+    metric = policy.robust_metric
+    value = result.metrics.get(metric, math.nan)
+    base = result.metrics.get(f"baseline_{metric}", math.nan)
+    bound = base - policy.robust_margin
+    ok = math.isfinite(value) and math.isfinite(base) and value >= bound
+    label = metric.replace("_acc", "").upper()
+    if not math.isfinite(base):
+        reason = f"{label} accuracy of S is {100 * value:.1f} % but no baseline was measured to compare with"
+    else:
+        reason = (f"{label} accuracy of models trained on S {100 * value:.1f} % vs baseline {100 * base:.1f} % "
+                  f"(needs ≥ {100 * bound:.1f} %)")
+    gates.append(Gate("robustness-pgd", bool(ok), value, bound, reason))
+    return gates
+
+
+def certify(
+    results: dict[str, AuditResult],
+    policy: Policy | None = None,
+    *,
+    claimed_epsilon: float,
+    adversarial: bool,
+) -> Certification:
+    """Apply ``policy`` to audit ``results`` (keyed by audit name).
+
+    Args:
+        results: ``{"utility": …, "mia": …, "canary": …, "robustness": …}``; missing keys
+            mean the audit did not run.
+        policy: thresholds (default :class:`Policy`).
+        claimed_epsilon: ε of the release (``inf`` when not private).
+        adversarial: the release claims robustness (``--adv-eps`` > 0): robustness gates apply.
+
+    Returns:
+        :class:`Certification` with one :class:`Gate` per check.
+    """
+    policy = (policy or Policy()).validate()
+    gates = _utility_gates(results.get("utility"), policy)
+    gates += _mia_gates(results.get("mia"), policy)
+    gates += _canary_gates(results.get("canary"), policy, claimed_epsilon)
+    if adversarial:
+        gates += _robustness_gates(results.get("robustness"), policy)
+    return Certification(certified=all(g.passed for g in gates), gates=gates, policy=policy.to_dict())

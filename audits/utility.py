@@ -1,0 +1,123 @@
+"""Utility audit: does the condensed set train models as well as real data of the same size?
+
+For each architecture (cross-architecture generalisation), ``K = eval_config.models``
+fresh models are trained on the condensed set S and K on a random real subset with the
+same number of images per class, and both are tested on the real test set. The first
+architecture is the *main* one (``condensed_acc`` / ``random_acc``); the gate in
+:mod:`securedc.audits.certify` compares those two.
+
+References:
+    Zhao, Mopuri & Bilen, "Dataset Condensation with Gradient Matching", ICLR 2021
+    (evaluation protocol and the random-subset baseline).
+    Zhao & Bilen, "Dataset Condensation with Distribution Matching", WACV 2023
+    (cross-architecture evaluation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from securedc.audits.base import AuditResult
+from securedc.config import EvalConfig
+from securedc.errors import ConfigError, DataError
+
+__all__ = ["run_utility_audit", "evaluation_section"]
+
+
+def run_utility_audit(
+    images: Tensor,
+    labels: Tensor,
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    *,
+    num_classes: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    eval_config: EvalConfig,
+    seed: int = 0,
+    architectures: Sequence[str] = ("convnet", "mlp"),
+    device: str | torch.device = "cpu",
+) -> AuditResult:
+    """Accuracy of fresh models trained on S vs on a random real subset of the same size.
+
+    Args:
+        images, labels: the condensed set S.
+        train_images, train_labels: real data the random subset is drawn from (use the
+            members, i.e. the data the condenser saw).
+        test_images, test_labels: real test data.
+        num_classes, mean, std: dataset metadata.
+        eval_config: training protocol; its ``model`` is ignored in favour of ``architectures``.
+        seed: seeds the models and the subset.
+        architectures: model names; the first is the main one.
+        device: torch device.
+
+    Returns:
+        :class:`AuditResult` named ``utility`` with metrics ``condensed_acc``, ``random_acc``,
+        ``condensed_std``, ``random_std`` (main architecture) and ``condensed_acc_<arch>``,
+        ``random_acc_<arch>``, ``condensed_std_<arch>``, ``random_std_<arch>``; details hold every
+        per-model accuracy. ``passed`` is None (the gate lives in certify).
+
+    Raises:
+        ConfigError: no architecture given.
+        DataError: S has more images per class than the real data.
+    """
+    from securedc.evaluate import evaluate_set, random_subset
+
+    if not architectures:
+        raise ConfigError("the utility audit needs at least one architecture, e.g. ('convnet', 'mlp')")
+    t0 = time.perf_counter()
+    counts = torch.bincount(labels.cpu(), minlength=num_classes)
+    ipc = int(counts.max())
+    if int(counts.min()) != ipc:
+        raise DataError(f"the condensed set must have the same number of images per class (got {counts.tolist()})")
+    rx, ry = random_subset(train_images, train_labels, ipc, seed=seed + 1)
+    metrics: dict[str, float] = {}
+    per_arch: dict[str, Any] = {}
+    for arch in architectures:
+        cfg = dataclasses.replace(eval_config, model=arch)
+        common = dict(num_classes=num_classes, mean=mean, std=std, config=cfg, seed=seed, device=device)
+        syn = evaluate_set(images, labels, test_images, test_labels, **common)
+        rnd = evaluate_set(rx, ry, test_images, test_labels, **common)
+        metrics[f"condensed_acc_{arch}"] = syn.mean
+        metrics[f"random_acc_{arch}"] = rnd.mean
+        metrics[f"condensed_std_{arch}"] = syn.std
+        metrics[f"random_std_{arch}"] = rnd.std
+        per_arch[arch] = {"condensed": syn.to_dict(), "random_subset": rnd.to_dict()}
+    main = architectures[0]
+    for key in ("condensed_acc", "random_acc", "condensed_std", "random_std"):
+        metrics[key] = metrics[f"{key}_{main}"]
+    return AuditResult(
+        name="utility",
+        metrics=metrics,
+        passed=None,
+        details={
+            "architectures": list(architectures),
+            "main_architecture": main,
+            "ipc": ipc,
+            "protocol": {"models": eval_config.models, "epochs": eval_config.epochs, "lr": eval_config.lr,
+                         "batch_size": eval_config.batch_size, "dsa": eval_config.dsa},
+            "per_architecture": per_arch,
+        },
+        seconds=time.perf_counter() - t0,
+        notes=[f"{eval_config.models} fresh model(s) per architecture and training set; the random subset has "
+               f"{ipc} real image(s) per class drawn from the data the condenser saw"],
+    )
+
+
+def evaluation_section(result: AuditResult) -> dict[str, Any]:
+    """The manifest's ``evaluation`` section from a utility result (same shape as ``securedc condense``
+    writes without the audit), so models are not trained twice."""
+    main = result.details["main_architecture"]
+    per = result.details["per_architecture"][main]
+    proto = dict(result.details["protocol"], model=main)
+    return {"protocol": proto, "condensed": per["condensed"], "random_subset": per["random_subset"],
+            "cross_architecture": {a: {"condensed": v["condensed"]["mean"], "random_subset": v["random_subset"]["mean"]}
+                                   for a, v in result.details["per_architecture"].items()}}

@@ -1,0 +1,157 @@
+"""Adversarial-discrepancy term: torchattacks PGD on real digits, DP composition, CLI parsing, effect on robustness."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from securedc.config import AdversarialConfig, CondenseConfig, EvalConfig, PrivacyConfig
+from securedc.condenser import Condenser
+from securedc.terms import StepContext, build_terms, list_terms
+from securedc.terms.adversarial import AdversarialTerm, pgd_perturb
+
+
+def _ctx(digits, *, step: int = 0, seed: int = 0) -> tuple[StepContext, Condenser]:
+    cfg = CondenseConfig(ipc=2, iterations=1, batch_real=8, adversarial=AdversarialConfig(eps=0.1, steps=3))
+    c = Condenser(cfg, num_classes=10, image_shape=(1, 8, 8), mean=digits.mean, std=digits.std)
+    syn = digits.train_images[:20].clone()
+    ctx = StepContext(step=step, network=c.make_network(seed), generator=torch.Generator().manual_seed(seed),
+                      num_classes=10, private=False, synthetic_images=syn, synthetic_labels=digits.train_labels[:20],
+                      model_factory=c.make_network)
+    return ctx, c
+
+
+def test_registered_after_distribution_and_enabled_by_eps():
+    names = list_terms()
+    assert names.index("distribution") < names.index("adversarial")
+    assert [t.name for t in build_terms(CondenseConfig())] == ["distribution"]
+    terms = build_terms(CondenseConfig(adversarial=AdversarialConfig(eps=8 / 255, weight=2.0)))
+    assert [t.name for t in terms][-1] == "adversarial"
+    adv = terms[-1]
+    assert isinstance(adv, AdversarialTerm) and adv.weight == 2.0 and adv.alpha == pytest.approx(2 / 255)
+
+
+def test_pgd_perturb_in_ball_deterministic_and_rng_neutral(digits):
+    ctx, _ = _ctx(digits)
+    x, y = digits.train_images[:32], digits.train_labels[:32]
+    state = torch.get_rng_state()
+    with torch.no_grad():  # the mechanism computes vectors without autograd
+        a = pgd_perturb(ctx.network, x, y, eps=0.1, alpha=0.025, steps=3, seed=5)
+    b = pgd_perturb(ctx.network, x, y, eps=0.1, alpha=0.025, steps=3, seed=5)
+    c = pgd_perturb(ctx.network, x, y, eps=0.1, alpha=0.025, steps=3, seed=6)
+    assert torch.equal(state, torch.get_rng_state())
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert (a - x).abs().max() <= 0.1 + 1e-6 and a.min() >= 0 and a.max() <= 1
+    assert (a - x).abs().max() > 0.05
+    loss = torch.nn.functional.cross_entropy
+    assert loss(ctx.network(a), y) > loss(ctx.network(x), y)  # PGD raises the attacked loss
+
+
+def test_real_vectors_and_loss(digits):
+    ctx, _ = _ctx(digits)
+    term = AdversarialTerm(eps=0.1, steps=3)
+    term.prepare(ctx)
+    x, y = digits.train_images[:40], digits.train_labels[:40]
+    with torch.no_grad():
+        v = term.real_vectors(ctx, x, y)
+    clean = term.discrepancy.real_vectors(ctx.network.embed(x))
+    assert v.shape == clean.shape and not v.requires_grad
+    assert not torch.allclose(v, clean)
+    stat = term.reducer()(v, y, 10)
+    syn = ctx.synthetic_images.clone().requires_grad_(True)
+    loss = term.loss(ctx, stat, syn, ctx.synthetic_labels)
+    loss.backward()
+    assert loss > 0 and syn.grad.abs().sum() > 0
+
+
+def test_minmax_and_synthetic_attack_network(digits):
+    ctx, _ = _ctx(digits)
+    term = AdversarialTerm(eps=0.1, steps=2, attack_network="synthetic", perturb_synthetic=True,
+                           retrain_every=5, retrain_epochs=3)
+    state = torch.get_rng_state()
+    term.prepare(ctx)
+    assert term._attacker(ctx) is not ctx.network and not term._attacker(ctx).training
+    x, y = digits.train_images[:20], digits.train_labels[:20]
+    v1 = term.real_vectors(ctx, x, y)
+    ctx2, _ = _ctx(digits)
+    term2 = AdversarialTerm(eps=0.1, steps=2, attack_network="synthetic", perturb_synthetic=True,
+                            retrain_every=5, retrain_epochs=3)
+    term2.prepare(ctx2)
+    assert torch.equal(v1, term2.real_vectors(ctx2, x, y))
+    syn = ctx.synthetic_images.clone().requires_grad_(True)
+    term.loss(ctx, term.reducer()(v1, y, 10), syn, ctx.synthetic_labels).backward()
+    assert syn.grad.abs().sum() > 0
+    assert torch.equal(state, torch.get_rng_state())
+    assert term.describe()["attack_network"] == "synthetic"
+
+
+def test_condense_with_term_is_deterministic(digits):
+    cfg = CondenseConfig(ipc=1, iterations=2, batch_real=8, adversarial=AdversarialConfig(eps=0.1, steps=2))
+    outs = []
+    for _ in range(2):
+        c = Condenser(cfg, num_classes=10, image_shape=(1, 8, 8), mean=digits.mean, std=digits.std)
+        outs.append(c.fit(c.make_mechanism(digits.train_images, digits.train_labels)))
+    assert torch.equal(outs[0].images, outs[1].images)
+    assert [t["name"] for t in outs[0].terms] == ["distribution", "adversarial"]
+
+
+def test_dp_composes_both_terms(digits):
+    """--epsilon 8 --adv-eps 8/255: one mechanism, both clip bounds, sensitivity sqrt(C1^2 + C2^2)."""
+    from opacus.accountants import RDPAccountant
+
+    from securedc.api import condense
+
+    clip = 0.5
+    cfg = CondenseConfig(iterations=3, batch_real=8, privacy=PrivacyConfig(epsilon=8.0, clip=clip),
+                         adversarial=AdversarialConfig(eps=8 / 255, steps=2))
+    out = condense(digits, ipc=1, config=cfg, epsilon=8.0, adv_eps=8 / 255)
+    priv = out.manifest()["privacy"]
+    assert priv["private"] is True
+    assert priv["clip_bounds"] == {"distribution": clip, "adversarial": clip}
+    assert priv["sensitivity"] == pytest.approx(math.sqrt(clip**2 + clip**2))
+    acc = RDPAccountant()
+    for _ in range(priv["steps"]):
+        acc.step(noise_multiplier=priv["noise_multiplier"], sample_rate=priv["sample_rate"])
+    assert acc.get_epsilon(delta=priv["delta"]) == pytest.approx(priv["epsilon"], rel=1e-6)
+    assert priv["epsilon"] <= 8.0 + 1e-6
+    assert out.images.min() >= 0 and out.images.max() <= 1
+
+
+@pytest.mark.parametrize("value", ["8/0", "-1", "abc"])
+def test_cli_rejects_bad_adv_eps(tmp_path, value):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "securedc", "condense", "--iterations", "1", "--eval-models", "0",
+         "--out", str(out), f"--adv-eps={value}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "adv-eps" in lines[0], proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.slow
+def test_term_raises_pgd_accuracy_on_digits(digits):
+    """Models trained on S condensed with the adversarial term resist PGD better (mean over seeds)."""
+    from securedc.evaluate import accuracy, train_model
+
+    eval_cfg = EvalConfig(models=2, epochs=100, dsa="none")
+    adv_cfg = AdversarialConfig(eps=0.15, steps=3, attack_network="synthetic", weight=5.0)
+    scores: dict[str, list[float]] = {"plain": [], "adversarial": []}
+    for seed in (0, 1):
+        for name, adv in (("plain", AdversarialConfig()), ("adversarial", adv_cfg)):
+            cfg = CondenseConfig(ipc=10, iterations=40, batch_real=32, seed=seed, adversarial=adv)
+            c = Condenser(cfg, num_classes=10, image_shape=(1, 8, 8), mean=digits.mean, std=digits.std)
+            r = c.fit(c.make_mechanism(digits.train_images, digits.train_labels))
+            for k in range(eval_cfg.models):
+                m = train_model(r.images, r.labels, num_classes=10, mean=digits.mean, std=digits.std,
+                                config=eval_cfg, seed=100 * seed + k)
+                xa = pgd_perturb(m, digits.test_images, digits.test_labels, eps=0.1, alpha=0.025, steps=20, seed=0)
+                scores[name].append(accuracy(m, xa, digits.test_labels))
+    mean = {k: sum(v) / len(v) for k, v in scores.items()}
+    assert mean["adversarial"] > mean["plain"] + 0.01, mean

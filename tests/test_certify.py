@@ -1,0 +1,167 @@
+"""Certification gates on constructed audit results, TOML policies, and a real leaky release."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from securedc.audits.base import AuditResult
+from securedc.audits.certify import Certification, Policy, certify, load_policy
+from securedc.audits.pipeline import split_indices, split_members
+from securedc.errors import ConfigError, DataError
+
+INF = math.inf
+
+
+def _utility(cond: float = 0.9, rnd: float = 0.8) -> AuditResult:
+    return AuditResult("utility", {"condensed_acc": cond, "random_acc": rnd, "condensed_acc_convnet": cond,
+                                   "random_acc_convnet": rnd, "condensed_acc_mlp": rnd - 0.1, "random_acc_mlp": rnd},
+                       details={"architectures": ["convnet", "mlp"]})
+
+
+def _mia(auc: float = 0.52, tpr_hi: float = 0.03) -> AuditResult:
+    return AuditResult("mia", {"auc": auc, "auc_ci_high": auc + 0.03, "tpr_at_1pct_fpr": tpr_hi / 2,
+                               "tpr_at_1pct_fpr_ci_high": tpr_hi})
+
+
+def _canary(eps_hat: float = 0.5, claimed: float = 1.0) -> AuditResult:
+    return AuditResult("canary", {"epsilon_lower_bound": eps_hat, "claimed_epsilon": claimed})
+
+
+def _robust(pgd: float = 0.4, base: float = 0.3, sane: bool = True) -> AuditResult:
+    return AuditResult("robustness", {"clean_acc": 0.8, "pgd20_acc": pgd, "baseline_pgd20_acc": base},
+                       details={"sanity_checks": [{"name": "pgd<=fgsm", "passed": True, "detail": ""},
+                                                  {"name": "eps=1 -> 0", "passed": sane, "detail": "x"}]})
+
+
+def _gate(cert: Certification, name: str):
+    return next(g for g in cert.gates if g.name == name)
+
+
+def test_all_gates_pass() -> None:
+    res = {"utility": _utility(), "mia": _mia(), "canary": _canary(), "robustness": _robust()}
+    cert = certify(res, claimed_epsilon=1.0, adversarial=True)
+    assert cert.certified
+    assert [g.name for g in cert.gates] == ["utility", "mia-tpr", "mia-auc", "canary", "robustness-sanity",
+                                            "robustness-pgd"]
+    assert cert.reasons == []
+    d = cert.to_dict()
+    assert d["certified"] is True and len(d["gates"]) == 6 and d["policy"]["mia_max_auc"] == 0.6
+
+
+@pytest.mark.parametrize(
+    ("results", "failed"),
+    [
+        ({"utility": _utility(0.7, 0.8)}, "utility"),
+        ({"mia": _mia(tpr_hi=0.2)}, "mia-tpr"),
+        ({"mia": _mia(auc=0.75)}, "mia-auc"),
+        ({"canary": _canary(eps_hat=2.5, claimed=1.0)}, "canary"),
+        ({"robustness": _robust(pgd=0.1, base=0.3)}, "robustness-pgd"),
+        ({"robustness": _robust(sane=False)}, "robustness-sanity"),
+    ],
+)
+def test_each_gate_can_fail(results: dict, failed: str) -> None:
+    full = {"utility": _utility(), "mia": _mia(), "canary": _canary(), "robustness": _robust()}
+    full.update(results)
+    cert = certify(full, claimed_epsilon=1.0, adversarial=True)
+    assert not cert.certified
+    assert [g.name for g in cert.failed] == [failed]
+    assert cert.reasons[0].startswith(failed + ":")
+
+
+def test_missing_audits_fail_and_robustness_only_when_adversarial() -> None:
+    cert = certify({"utility": _utility()}, claimed_epsilon=INF, adversarial=False)
+    assert {g.name for g in cert.failed} == {"mia-tpr", "mia-auc", "canary"}
+    assert all("did not run" in g.reason for g in cert.failed)
+    assert not any(g.name.startswith("robustness") for g in cert.gates)
+    cert = certify({"utility": _utility(), "mia": _mia(), "canary": _canary()}, claimed_epsilon=1.0, adversarial=True)
+    assert [g.name for g in cert.failed] == ["robustness-pgd"]
+
+
+def test_non_private_canary_is_informational() -> None:
+    cert = certify({"utility": _utility(), "mia": _mia(), "canary": _canary(eps_hat=3.0, claimed=INF)},
+                   claimed_epsilon=INF, adversarial=False)
+    assert cert.certified and "not private" in _gate(cert, "canary").reason
+
+
+def test_utility_margin_and_cross_architecture() -> None:
+    res = {"utility": _utility(0.78, 0.8), "mia": _mia(), "canary": _canary()}
+    assert not certify(res, claimed_epsilon=1.0, adversarial=False).certified
+    assert certify(res, Policy(utility_margin=0.05), claimed_epsilon=1.0, adversarial=False).certified
+    cross = certify({**res, "utility": _utility()}, Policy(utility_all_architectures=True), claimed_epsilon=1.0,
+                    adversarial=False)
+    assert [g.name for g in cross.failed] == ["utility-mlp"]
+
+
+def test_toml_policy_override(tmp_path) -> None:
+    f = tmp_path / "policy.toml"
+    f.write_text("mia_max_auc = 0.7\nmia_max_tpr_at_1pct_fpr = 1\nutility_margin = 0.02\nrequire_canary = false\n")
+    pol = load_policy(f)
+    assert pol.mia_max_auc == 0.7 and pol.mia_max_tpr_at_1pct_fpr == 1.0 and not pol.require_canary
+    res = {"utility": _utility(0.79, 0.8), "mia": _mia(auc=0.65, tpr_hi=0.5)}
+    assert not certify(res, claimed_epsilon=1.0, adversarial=False).certified
+    cert = certify(res, pol, claimed_epsilon=1.0, adversarial=False)
+    assert cert.certified and cert.policy["mia_max_auc"] == 0.7
+    table = tmp_path / "table.toml"
+    table.write_text("[policy]\nmia_max_auc = 0.55\n")
+    assert load_policy(table).mia_max_auc == 0.55
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("mia_max_acu = 0.7\n", "unknown policy key"),
+        ("mia_max_auc = 1.5\n", "mia_max_auc must be in [0, 1]"),
+        ("utility_margin = -1\n", "utility_margin"),
+        ("require_mia = 'yes'\n", "require_mia"),
+        ("robust_metric = 'accuracy'\n", "robust_metric"),
+        ("mia_max_auc = \n", "not valid TOML"),
+    ],
+)
+def test_bad_policy_is_config_error(tmp_path, text: str, needle: str) -> None:
+    f = tmp_path / "p.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        load_policy(f)
+
+
+def test_missing_policy_file(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_policy(tmp_path / "nope.toml")
+
+
+def test_split_is_stratified_disjoint_and_deterministic(digits) -> None:
+    m, n = split_indices(digits.train_labels, holdout_fraction=0.2, seed=3)
+    m2, n2 = split_indices(digits.train_labels, holdout_fraction=0.2, seed=3)
+    assert torch.equal(m, m2) and torch.equal(n, n2)
+    assert set(m.tolist()).isdisjoint(n.tolist())
+    assert m.numel() + n.numel() == digits.train_labels.numel()
+    for c in range(10):
+        total = int((digits.train_labels == c).sum())
+        assert abs(int((digits.train_labels[n] == c).sum()) - 0.2 * total) <= 1
+    m3, _ = split_indices(digits.train_labels, holdout_fraction=0.2, seed=4)
+    assert not torch.equal(m, m3)
+    (mx, my), (nx, ny) = split_members(digits.train_images, digits.train_labels, seed=3)
+    assert mx.shape[0] == m.numel() and torch.equal(ny, digits.train_labels[n])
+    with pytest.raises(DataError, match="needs >= 2 per class"):
+        split_indices(torch.tensor([0, 0, 1]))
+
+
+def test_leaky_release_fails_mia_gate(digits) -> None:
+    """Real member images exported as the 'condensed set': the MIA gate must refuse it."""
+    from securedc.audits.mia import run_mia
+    from securedc.config import EvalConfig
+    from securedc.evaluate import random_subset
+
+    members, nonmembers = split_members(digits.train_images, digits.train_labels, seed=0)
+    leak_x, leak_y = random_subset(members[0], members[1], 20, seed=0)  # 200 real member images
+    mia = run_mia(leak_x, leak_y, members=members, nonmembers=nonmembers, num_classes=10, mean=digits.mean,
+                  std=digits.std, shadows=0, attacks=("loss", "neighbour"), max_targets=250, seed=0,
+                  eval_config=EvalConfig(models=1, epochs=30, dsa="none"))
+    cert = certify({"mia": mia}, Policy(require_utility=False, require_canary=False), claimed_epsilon=INF,
+                   adversarial=False)
+    assert not cert.certified
+    assert mia.metrics["auc"] > 0.6 and mia.metrics["tpr_at_1pct_fpr"] > 0.1
+    assert {g.name for g in cert.failed} == {"mia-tpr", "mia-auc"}

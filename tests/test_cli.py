@@ -1,0 +1,107 @@
+"""The CLI as a user runs it: real subprocesses, exit codes, one-line errors, files on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from securedc.export import load_condensed
+
+FAST = ["--iterations", "5", "--batch-real", "16", "--eval-models", "0"]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", "securedc", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env
+    )
+
+
+def _no_audit() -> list[str]:
+    from securedc.cli import condense
+
+    import inspect
+
+    return ["--no-audit"] if "no_audit" in inspect.signature(condense).parameters or "audit" in inspect.signature(condense).parameters else []
+
+
+def test_condense_writes_file_and_summary(tmp_path) -> None:
+    proc = run_cli("condense", *FAST, "--eval-models", "1", "--eval-epochs", "10", "--out", str(tmp_path), *_no_audit())
+    assert proc.returncode == 0, proc.stderr
+    target = tmp_path / "digits-ipc10.safetensors"
+    cs = load_condensed(target)
+    assert cs.images.shape == (100, 1, 8, 8)
+    assert cs.manifest["dataset"]["name"] == "digits"
+    assert cs.manifest["privacy"]["private"] is False
+    assert "condensed" in cs.manifest["evaluation"] and "random_subset" in cs.manifest["evaluation"]
+    assert "digits-ipc10.safetensors" in proc.stdout
+    assert not list(tmp_path.glob("*.ckpt.safetensors")), "no leftover checkpoint when not asked"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    shown = run_cli("inspect", str(target), "--grid", str(tmp_path / "grid.png"))
+    assert shown.returncode == 0, shown.stderr
+    assert "NOT differentially private" in shown.stdout
+    assert (tmp_path / "grid.png").stat().st_size > 1000
+
+    ev = run_cli("evaluate", str(target), "--models", "1", "--epochs", "5", "--json")
+    assert ev.returncode == 0, ev.stderr
+    assert 0 <= json.loads(ev.stdout.strip().splitlines()[-1])["mean"] <= 1
+
+
+def test_same_seed_same_file_tensors(tmp_path) -> None:
+    a = run_cli("condense", *FAST, "--out", str(tmp_path / "a"), *_no_audit())
+    b = run_cli("condense", *FAST, "--out", str(tmp_path / "b"), *_no_audit())
+    assert a.returncode == b.returncode == 0
+    ma = load_condensed(tmp_path / "a" / "digits-ipc10.safetensors").manifest
+    mb = load_condensed(tmp_path / "b" / "digits-ipc10.safetensors").manifest
+    assert ma["tensor_sha256"] == mb["tensor_sha256"]
+
+
+BAD = [
+    (["--dataset", "nope"], "unknown"),
+    (["--ipc", "0"], "--ipc"),
+    (["--ipc", "1000"], "ipc"),
+    (["--iterations", "-3"], "--iterations"),
+    (["--lr-img", "nan"], "--lr-img"),
+    (["--adv-eps", "8/0"], "denominator"),
+    (["--epsilon", "nan"], "NaN"),
+    (["--dataset", "idx:/nonexistent/dir"], "not"),
+    (["--dataset", "cifar10", "--data-root", "EMPTY"], "not found"),
+    (["--discrepancy", "kl"], "choose one of"),
+    (["--device", "cuda:7"], "cuda"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, args, needle) -> None:
+    args = [str(tmp_path / "empty") if a == "EMPTY" else a for a in args]
+    out = tmp_path / "out"
+    proc = run_cli("condense", *FAST, *args, "--out", str(out), *_no_audit(), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert needle.lower() in lines[0].lower()
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unwritable_out_and_corrupt_file(tmp_path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    proc = run_cli("condense", *FAST, "--out", str(blocker / "sub"), *_no_audit())
+    assert proc.returncode == 2 and "not writable" in proc.stderr
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(os.urandom(300))
+    proc = run_cli("inspect", str(bad))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_datasets_lists_sources() -> None:
+    proc = run_cli("datasets")
+    assert proc.returncode == 0
+    for name in ("digits", "fashion-mnist", "cifar10", "npz:FILE", "folder:DIR"):
+        assert name in proc.stdout

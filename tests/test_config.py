@@ -1,0 +1,44 @@
+"""Configuration parsing and validation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from securedc.config import AdversarialConfig, CondenseConfig, PrivacyConfig, default_delta, parse_number
+from securedc.errors import ConfigError, PrivacyError
+
+
+@pytest.mark.parametrize("text,value", [("8/255", 8 / 255), ("0.03", 0.03), ("inf", math.inf), (" 1 / 4 ", 0.25), (2, 2.0)])
+def test_parse_number(text, value) -> None:
+    assert parse_number(text, name="x") == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text,match", [("8/0", "denominator"), ("abc", "not a number"), ("nan", "NaN"), ("1/2/3", "not a number")])
+def test_parse_number_errors(text, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_number(text, name="adv-eps")
+
+
+def test_default_delta_below_one_over_n() -> None:
+    for n in (10, 1347, 60000, 50000, 100000):
+        assert default_delta(n) < 1 / n
+
+
+def test_validate_collects_all_problems() -> None:
+    cfg = CondenseConfig(ipc=0, lr_img=-1, privacy=PrivacyConfig(epsilon=-1), adversarial=AdversarialConfig(eps=2))
+    with pytest.raises(ConfigError) as err:
+        cfg.validate()
+    msg = str(err.value)
+    for part in ("--ipc", "--lr-img", "--epsilon", "--adv-eps"):
+        assert part in msg
+
+
+def test_dp_refuses_real_init_and_round_trip() -> None:
+    with pytest.raises(PrivacyError):
+        CondenseConfig(init="real", privacy=PrivacyConfig(epsilon=1)).validate()
+    cfg = CondenseConfig(privacy=PrivacyConfig(epsilon=3, delta=1e-6), adversarial=AdversarialConfig(eps=0.1))
+    assert CondenseConfig.from_dict(cfg.to_dict()) == cfg
+    assert CondenseConfig.from_dict(CondenseConfig().to_dict()) == CondenseConfig()
+    assert cfg.resolved_init == "noise" and CondenseConfig().resolved_init == "real"

@@ -1,0 +1,155 @@
+"""securedc.plugins.torch: CondensedDataset, cached condense(), loaders, replay mixing, the example."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from securedc.errors import CertificationError, ConfigError, DataError
+from securedc.export import save_condensed, update_manifest
+from securedc.plugins.torch import (
+    CondensedDataset,
+    MixedDataset,
+    cache_key,
+    condense,
+    condensed_loader,
+    replay_mix,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(ipc=2, iterations=3, batch_real=16)
+
+
+@pytest.fixture()
+def digits_ds(digits) -> TensorDataset:
+    return TensorDataset(digits.train_images, digits.train_labels)
+
+
+def _file(tmp_path: Path, certified: bool | None) -> Path:
+    path = tmp_path / "set.safetensors"
+    g = torch.Generator().manual_seed(0)
+    manifest = {"dataset": {"classes": ["zero", "one"]}, "privacy": {"private": False}}
+    if certified is not None:
+        manifest["audit"] = {"certified": certified, "ran": True}
+    save_condensed(path, torch.rand(4, 1, 8, 8, generator=g), torch.tensor([0, 0, 1, 1]), manifest)
+    return path
+
+
+def test_dataset_refuses_uncertified_and_accepts_when_allowed(tmp_path):
+    path = _file(tmp_path, certified=False)
+    with pytest.raises(CertificationError, match="allow_uncertified=True"):
+        CondensedDataset(path)
+    ds = CondensedDataset(path, allow_uncertified=True, transform=lambda x: 1 - x)
+    image, label = ds[2]
+    assert image.shape == (1, 8, 8) and image.dtype == torch.float32 and label == 1
+    assert torch.equal(image, 1 - ds.images[2])
+    assert ds.classes == ["zero", "one"] and ds.certified is False and ds.privacy == {"private": False}
+    assert ds.targets == [0, 0, 1, 1]
+
+
+def test_dataset_certified_file_loads_without_flag(tmp_path):
+    path = _file(tmp_path, certified=False)
+    update_manifest(path, {"audit": {"certified": True}})
+    assert CondensedDataset(path).certified is True
+
+
+def test_dataset_detects_tampering(tmp_path):
+    path = _file(tmp_path, certified=True)
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF  # flip bits in the tensor payload
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError):
+        CondensedDataset(path)
+
+
+def test_condense_caches_and_keys_on_config(digits_ds, tmp_path):
+    t0 = time.perf_counter()
+    first = condense(digits_ds, cache_dir=tmp_path, **TINY)
+    t_first = time.perf_counter() - t0
+    assert not first.from_cache and len(first) == 20 and first.certified is False
+    mtime = first.path.stat().st_mtime_ns
+    t0 = time.perf_counter()
+    second = condense(digits_ds, cache_dir=tmp_path, **TINY)
+    t_second = time.perf_counter() - t0
+    assert second.from_cache and second.path == first.path and second.path.stat().st_mtime_ns == mtime
+    assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
+    assert t_second < t_first
+    other = condense(digits_ds, cache_dir=tmp_path, **{**TINY, "seed": 1})
+    assert other.path != first.path and not other.from_cache
+    assert first.manifest["cache"]["key"] == cache_key(
+        __import__("securedc").CondenseConfig.from_dict(first.manifest["config"]), first.manifest["dataset"]["fingerprint"]
+    )
+
+
+def test_condense_matches_library_result(digits, digits_ds, tmp_path):
+    import securedc
+
+    ds = condense(digits_ds, cache_dir=tmp_path, mean=digits.mean, std=digits.std, **TINY)
+    direct = securedc.condense(digits, **TINY)  # same data, constants and config -> same images
+    assert torch.equal(ds.images, direct.images)
+
+
+def test_condense_private_and_user_dataset(digits, tmp_path):
+    class NumpyDigits(Dataset):  # a user dataset returning HW uint8 arrays and numpy labels
+        def __len__(self) -> int:
+            return 300
+
+        def __getitem__(self, i: int):
+            img = (digits.train_images[i, 0].numpy() * 255).astype(np.uint8)
+            return img, np.int64(digits.train_labels[i])
+
+    ds = condense(NumpyDigits(), epsilon=8.0, cache_dir=tmp_path, **TINY)
+    assert ds.privacy["private"] is True and 0 < ds.privacy["epsilon"] <= 8.0 + 1e-6
+    assert ds.images.shape == (20, 1, 8, 8) and ds.manifest["dataset"]["num_train"] == 300
+
+
+def test_condense_rejects_unknown_option(digits_ds, tmp_path):
+    with pytest.raises(ConfigError, match="unknown condense option"):
+        condense(digits_ds, ipc=1, cache_dir=tmp_path, iteratons=3)
+
+
+def test_loader_is_seeded_and_class_balanced():
+    ds = TensorDataset(torch.arange(40.0).view(40, 1, 1, 1), torch.tensor([0] * 36 + [1] * 4))
+    order = lambda seed: torch.cat([x.flatten() for x, _ in condensed_loader(ds, batch_size=8, seed=seed)])  # noqa: E731
+    assert torch.equal(order(3), order(3)) and not torch.equal(order(3), order(4))
+    counts: Counter[int] = Counter()
+    for epoch in range(50):
+        for _, y in condensed_loader(ds, batch_size=8, seed=epoch, class_balanced=True):
+            counts.update(y.tolist())
+    share = counts[1] / sum(counts.values())
+    assert 0.4 < share < 0.6  # 10 % of the data, ~50 % of the samples
+    assert len(condensed_loader(ds, batch_size=1000)) == 1  # batch size capped at the set size
+
+
+def test_mixed_dataset_ratio_semantics(digits):
+    real = TensorDataset(digits.train_images[:300], digits.train_labels[:300])
+    memory = TensorDataset(torch.ones(20, 1, 8, 8), torch.arange(20) % 10)
+    mixed = MixedDataset(real, memory, ratio=0.25, seed=0)
+    assert len(mixed) == 400 and mixed.num_replay == 100
+    replayed = [int((mixed[i][0] == 1).all()) for i in range(len(mixed))]
+    assert sum(replayed) == 100 and sum(replayed[:300]) == 0
+    assert Counter(mixed.replay_order.tolist()) == Counter({k: 5 for k in range(20)})  # each replayed equally
+    assert torch.equal(mixed.replay_order, MixedDataset(real, memory, ratio=0.25, seed=0).replay_order)
+    loader = replay_mix(real, memory, ratio=0.25, batch_size=50, seed=0)
+    per_batch = [int((x.flatten(1) == 1).all(1).sum()) for x, _ in loader]
+    assert sum(per_batch) == 100 and len(per_batch) == 8 and max(per_batch) < 50
+    with pytest.raises(ConfigError):
+        MixedDataset(real, memory, ratio=1.0)
+
+
+def test_plain_pytorch_example_runs(tmp_path):
+    cmd = [sys.executable, str(ROOT / "examples" / "plain_pytorch.py"), "--condensed", "--ipc", "2",
+           "--iterations", "3", "--batch-real", "16", "--epochs", "3", "--cache-dir", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "condensed (20 images)" in out
+    acc = float(out.split("test accuracy")[1].split(";")[0])
+    assert 0.0 <= acc <= 1.0
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
