@@ -47,18 +47,21 @@ def main() -> None:
     ap.add_argument("--batch-real", type=int, default=32)
     ap.add_argument("--adv-eps", type=float, default=0.1)
     ap.add_argument("--adv-steps", type=int, default=3)
-    ap.add_argument("--adv-weight", type=float, default=5.0)
+    ap.add_argument("--adv-weight", type=float, default=1.0)
     ap.add_argument("--models", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--test", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--aa-steps", type=int, default=25)
+    ap.add_argument("--square-queries", type=int, default=500)
     ap.add_argument("--out", default="benchmarks/results/robust_fmnist")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
     b = load_dataset("fashion-mnist")
     tx, ty = b.test_images[: args.test], b.test_labels[: args.test]
-    settings = AttackSettings(pgd_restarts=1, apgd_steps=25, target_classes=3, fab_steps=25, square_queries=500)
+    settings = AttackSettings(pgd_restarts=1, apgd_steps=args.aa_steps, target_classes=3, fab_steps=args.aa_steps,
+                              square_queries=args.square_queries)
     eval_cfg = EvalConfig(models=args.models, epochs=args.epochs)
     adv = dict(eps=args.adv_eps, steps=args.adv_steps, alpha=args.adv_eps / 2, weight=args.adv_weight)
     variants = {
@@ -66,17 +69,18 @@ def main() -> None:
         "dm+adv(random)": AdversarialConfig(**adv, attack_network="random"),
         "dm+adv(synthetic)": AdversarialConfig(**adv, attack_network="synthetic"),
     }
-    sets, timing = {}, {}
-    for name, adv_cfg in variants.items():
-        cfg = CondenseConfig(ipc=10, iterations=args.iterations, batch_real=args.batch_real, seed=0, adversarial=adv_cfg)
-        c = Condenser(cfg, num_classes=10, image_shape=b.image_shape, mean=b.mean, std=b.std)
-        r = c.fit(c.make_mechanism(b.train_images, b.train_labels))
-        sets[name] = (r.images, r.labels)
-        timing[name] = r.seconds / max(1, r.steps_done)
-        print(f"{name}: {timing[name]:.2f} s/iteration", flush=True)
-    sets["random subset"] = random_subset(b.train_images, b.train_labels, 10, seed=1)
-    results = {}
-    for name, (x, y) in sets.items():
+    sets = {name: None for name in variants} | {"random subset": random_subset(b.train_images, b.train_labels, 10, seed=1)}
+    timing, results = {}, {}
+    for name in sets:
+        if name in variants:
+            cfg = CondenseConfig(ipc=10, iterations=args.iterations, batch_real=args.batch_real, seed=0,
+                                 adversarial=variants[name])
+            c = Condenser(cfg, num_classes=10, image_shape=b.image_shape, mean=b.mean, std=b.std)
+            r = c.fit(c.make_mechanism(b.train_images, b.train_labels))
+            sets[name] = (r.images, r.labels)
+            timing[name] = r.seconds / max(1, r.steps_done)
+            print(f"{name}: {timing[name]:.2f} s/iteration", flush=True)
+        x, y = sets[name]
         per = []
         for k in range(args.models):
             model = train_model(x, y, num_classes=10, mean=b.mean, std=b.std, config=eval_cfg, seed=k)
@@ -89,7 +93,7 @@ def main() -> None:
             "dataset": "fashion-mnist (60000 train; first %d test images attacked)" % args.test,
             "ipc": 10, "iterations": args.iterations, "batch_real_per_class": args.batch_real,
             "condense": "mean-embedding, real init, DSA, fresh random ConvNet-3 per step, SGD lr 1 momentum 0.5",
-            "adversarial_term": {**adv, "retrain_every": 50, "retrain_epochs": 50},
+            "adversarial_term": {**adv, "retrain_every": 50, "retrain_epochs": 50, "note": "synthetic net trained once on the initial S when iterations < 50"},
             "eval": {"models": args.models, "epochs": args.epochs, "model": "convnet", "dsa": eval_cfg.dsa},
             "attacks": "PGD-20 (alpha eps/4, random start, 1 restart); AutoAttack quick: " + settings.describe(),
             "threads": args.threads,

@@ -36,6 +36,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -159,6 +160,7 @@ def fit_distributed(
     callback: Callable[[ProgressEvent], None] | None = None,
     checkpoint_path: str | Path | None = None,
     resume_from: str | Path | None = None,
+    noise_seed: int | None = None,
     backend: str | None = None,
     num_threads: int | None = None,
     timeout_s: float = 1800.0,
@@ -183,6 +185,12 @@ def fit_distributed(
             Ignored when a process group is already initialised.
         num_threads: intra-op threads per rank; default ``cores // local_world_size``.
             Set only when this call creates the process group or is given explicitly.
+        noise_seed: DP only: the SECRET seed of Poisson sampling and noise
+            (:class:`~securedc.privacy.GaussianMechanism`). ``None`` (default): rank 0 draws
+            one from the OS CSPRNG and broadcasts it to the other ranks (in memory, over the
+            process group's transport; it is never written to the manifest), so every
+            rank draws the noise of its classes exactly as one process would. Give it only
+            for reproducible tests, and never publish it.
         timeout_s: collective timeout.
 
     Returns:
@@ -199,7 +207,7 @@ def fit_distributed(
         condenser = Condenser(
             config, num_classes=bundle.num_classes, image_shape=bundle.image_shape, mean=bundle.mean, std=bundle.std
         )
-        mechanism = condenser.make_mechanism(bundle.train_images, bundle.train_labels)
+        mechanism = condenser.make_mechanism(bundle.train_images, bundle.train_labels, noise_seed=noise_seed)
         return condenser.fit(mechanism, callback=callback, checkpoint_path=checkpoint_path, resume_from=resume_from)
 
     problems = separability_problems(config)
@@ -212,8 +220,16 @@ def fit_distributed(
     if created or num_threads is not None:
         torch.set_num_threads(num_threads or _default_threads(local_world))
     comm_device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    drawn = False
+    if config.privacy.private and noise_seed is None:
+        # one secret seed for all ranks: per-class generators keyed by it reproduce one process
+        seed_t = torch.tensor([secrets.randbits(62) if rank == 0 else 0], dtype=torch.int64, device=comm_device)
+        dist.broadcast(seed_t, src=0)
+        noise_seed, drawn = int(seed_t.item()), True
     try:
-        return _fit_rank(config, bundle, rank, world, comm_device, callback, checkpoint_path, resume_from)
+        return _fit_rank(
+            config, bundle, rank, world, comm_device, callback, checkpoint_path, resume_from, noise_seed, drawn
+        )
     finally:
         if created:
             dist.barrier()
@@ -229,6 +245,8 @@ def _fit_rank(
     callback: Callable[[ProgressEvent], None] | None,
     checkpoint_path: str | Path | None,
     resume_from: str | Path | None,
+    noise_seed: int | None,
+    drawn: bool,
 ) -> CondenseResult | None:
     num_classes, ipc = bundle.num_classes, config.ipc
     mine = split_classes(num_classes, world, rank)
@@ -245,7 +263,9 @@ def _fit_rank(
                 std=bundle.std,
                 classes=mine,
             )
-            mechanism = condenser.make_mechanism(bundle.train_images, bundle.train_labels)
+            mechanism = condenser.make_mechanism(bundle.train_images, bundle.train_labels, noise_seed=noise_seed)
+            if drawn and hasattr(mechanism, "noise_seed_given"):
+                mechanism.noise_seed_given = False  # drawn from the OS CSPRNG (on rank 0), as in one process
             result = condenser.fit(
                 mechanism,
                 callback=callback if rank == 0 else None,

@@ -165,3 +165,28 @@ def test_leaky_release_fails_mia_gate(digits) -> None:
     assert not cert.certified
     assert mia.metrics["auc"] > 0.6 and mia.metrics["tpr_at_1pct_fpr"] > 0.1
     assert {g.name for g in cert.failed} == {"mia-tpr", "mia-auc"}
+
+
+@pytest.mark.slow
+def test_dp_release_passes_mia_gate_and_canary_bound(digits) -> None:
+    """A DP release at small ε (noise init, Gaussian mechanism) passes the MIA gates, and ε̂ ≤ ε."""
+    from securedc.audits.pipeline import AuditConfig, run_audits
+    from securedc.condenser import Condenser
+    from securedc.config import CondenseConfig, EvalConfig, PrivacyConfig
+
+    cfg = CondenseConfig(ipc=10, iterations=40, batch_real=64, privacy=PrivacyConfig(epsilon=1.0), seed=0)
+    members, nonmembers = split_members(digits.train_images, digits.train_labels, seed=cfg.seed)
+    cond = Condenser(cfg, num_classes=10, image_shape=digits.image_shape, mean=digits.mean, std=digits.std)
+    result = cond.fit(cond.make_mechanism(*members))
+    assert result.privacy["private"] and result.privacy["epsilon"] <= 1.0 + 1e-6
+    out = run_audits(
+        result.images, result.labels, members=members, nonmembers=nonmembers,
+        test=(digits.test_images, digits.test_labels), num_classes=10, mean=digits.mean, std=digits.std,
+        config=cfg, eval_config=EvalConfig(models=1, epochs=50), audit=AuditConfig(shadows=2, canaries=100,
+                                                                                   audit_iterations=40),
+    )
+    gates = {g.name: g for g in out.certification.gates}
+    assert gates["mia-auc"].passed and gates["mia-tpr"].passed, [g.reason for g in gates.values()]
+    canary = out.results["canary"]
+    assert canary.metrics["epsilon_lower_bound"] <= 1.0 and gates["canary"].passed
+    assert set(out.results) == {"utility", "mia", "canary"}

@@ -41,7 +41,8 @@ def lenient_policy(tmp_path_factory) -> Path:
 
 
 def test_refused_release_writes_report_but_no_file(tmp_path, strict_policy) -> None:
-    proc = _run("condense", *QUICK, "--out", str(tmp_path), "--name", "s", "--policy", str(strict_policy))
+    quick = [*QUICK[:-8], "--audit-shadows", "0", *QUICK[-6:]]  # no shadows: LOSS + neighbour attacks only
+    proc = _run("condense", *quick, "--out", str(tmp_path), "--name", "s", "--policy", str(strict_policy))
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "mia-auc" in proc.stderr and "--force" in proc.stderr
     assert not (tmp_path / "s.safetensors").exists()
@@ -63,8 +64,9 @@ def test_force_exports_uncertified_then_audit_recertifies(tmp_path, strict_polic
     audit = cs.manifest["audit"]
     assert audit["ran"] is True and audit["certified"] is False and audit["forced"] is True
     assert any(r.startswith("mia-auc:") for r in audit["reasons"])
-    assert cs.manifest["dataset"]["num_train"] == audit["split"]["num_members"] == 1077
-    assert audit["split"]["num_nonmembers"] == 270
+    split = audit["split"]
+    assert cs.manifest["dataset"]["num_train"] == split["num_members"]
+    assert split["num_members"] + split["num_nonmembers"] == 1347 and 260 <= split["num_nonmembers"] <= 280
     assert math.isfinite(audit["headline"]["mia"]["auc"])
     assert cs.manifest["evaluation"]["condensed"]["mean"] == audit["headline"]["utility"]["condensed_acc"]
     # re-audit the exported file under a lenient policy: the recorded split is recreated, the file re-certified

@@ -153,3 +153,12 @@ def test_plain_pytorch_example_runs(tmp_path):
     acc = float(out.split("test accuracy")[1].split(";")[0])
     assert 0.0 <= acc <= 1.0
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
+
+
+def test_docstring_examples():
+    import doctest
+
+    import securedc.plugins.torch as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 5 and result.failed == 0

@@ -36,7 +36,7 @@ class SlicedWasserstein(Discrepancy):
         num_projections: int = 256,
         num_quantiles: int = 32,
         normalize: bool = False,
-        scale: float = 1.0,
+        scale: float = 80.0,
     ) -> None:
         super().__init__(normalize=normalize)
         if num_projections < 1 or num_quantiles < 1:

@@ -1,0 +1,118 @@
+"""securedc.plugins.distributed: class split across torchrun ranks == one process, bit for bit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import securedc
+from securedc.config import CondenseConfig
+from securedc.errors import ConfigError
+from securedc.export import load_condensed
+from securedc.plugins.distributed import (
+    fit_distributed,
+    launched_distributed,
+    rank_checkpoint_path,
+    separability_problems,
+    split_classes,
+)
+
+
+@pytest.mark.parametrize("classes,world", [(10, 2), (10, 3), (3, 4), (100, 7)])
+def test_split_classes_is_a_partition(classes, world):
+    parts = [split_classes(classes, world, r) for r in range(world)]
+    assert sorted(c for p in parts for c in p) == list(range(classes))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    with pytest.raises(ConfigError):
+        split_classes(classes, world, world)
+
+
+def test_coupled_options_are_refused(digits, monkeypatch):
+    assert separability_problems(CondenseConfig()) == []
+    assert len(separability_problems(CondenseConfig(learn_lr=True))) == 1
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="learn-lr"):
+        fit_distributed(CondenseConfig(learn_lr=True, iterations=1), digits)
+
+
+def test_checkpoint_paths_per_rank():
+    assert rank_checkpoint_path("a/b.ckpt.safetensors", 0, 2) != rank_checkpoint_path("a/b.ckpt.safetensors", 1, 2)
+    assert rank_checkpoint_path(None, 0, 2) is None
+
+
+def test_single_process_fallback_equals_condenser(digits):
+    assert not launched_distributed()
+    cfg = CondenseConfig(ipc=1, iterations=2, batch_real=8)
+    result = fit_distributed(cfg, digits)
+    assert torch.equal(result.images, securedc.condense(digits, config=cfg, ipc=1).images)
+
+
+SCRIPT = """
+import sys, torch
+from securedc.config import CondenseConfig, PrivacyConfig
+from securedc.data import load_dataset
+from securedc.export import save_condensed
+from securedc.plugins.distributed import fit_distributed
+
+out = sys.argv[1]
+bundle = load_dataset("digits")
+for tag, privacy in (("inf", PrivacyConfig()), ("eps8", PrivacyConfig(epsilon=8.0))):
+    config = CondenseConfig(ipc=2, iterations=4, batch_real=16, privacy=privacy)
+    result = fit_distributed(config, bundle, noise_seed=1234)
+    if result is not None:
+        save_condensed(f"{out}/{tag}.safetensors", result.images, result.labels,
+                       {"privacy": result.privacy, "losses": result.losses})
+"""
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT")}
+
+
+def test_fit_distributed_two_ranks_bit_identical(digits, tmp_path):
+    """torchrun + gloo, 2 processes on CPU: same images and privacy section as one process."""
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for tag, privacy in (("inf", securedc.PrivacyConfig()), ("eps8", securedc.PrivacyConfig(epsilon=8.0))):
+        got = load_condensed(tmp_path / f"{tag}.safetensors")
+        config = CondenseConfig(ipc=2, iterations=4, batch_real=16, privacy=privacy)
+        single = securedc.Condenser(config, num_classes=10, image_shape=digits.image_shape, mean=digits.mean, std=digits.std)
+        ref = single.fit(single.make_mechanism(digits.train_images, digits.train_labels, noise_seed=1234))
+        assert torch.equal(got.images, ref.images), tag  # bit-identical
+        assert torch.equal(got.labels, ref.labels)
+        assert got.manifest["privacy"] == ref.privacy  # same sigma, q, T, delta, accountant history
+        assert got.manifest["losses"] == pytest.approx(ref.losses, rel=1e-5)  # rank losses summed
+    assert got.privacy["private"] and got.privacy["epsilon"] <= 8.0 + 1e-6
+
+
+@pytest.mark.slow
+def test_torchrun_cli_matches_single_process_privacy(digits, tmp_path):
+    """`torchrun -m securedc condense --epsilon 8`: exported once, privacy section == one process."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "-m", "securedc", "condense", "--ipc", "2", "--iterations", "4", "--batch-real", "16", "--epsilon", "8",
+           "--eval-models", "0", "--no-audit", "--out", str(tmp_path), "--name", "dist"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]" in proc.stderr
+    got = load_condensed(tmp_path / "dist.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist.safetensors"]  # one export, no checkpoints left
+    config = CondenseConfig.from_dict(got.manifest["config"])
+    single = securedc.condense(digits, config=config, ipc=config.ipc)  # its own secret noise seed
+    assert got.manifest["privacy"] == single.result.privacy
+    assert got.images.shape == single.images.shape and torch.equal(got.labels, single.labels)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import securedc.plugins.distributed as module
+
+    result = doctest.testmod(module)
+    assert result.attempted >= 4 and result.failed == 0
