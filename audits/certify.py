@@ -7,7 +7,7 @@ A release is *certified* when every applicable gate passes. The default
 gate                      passes when                                                 default
 ========================  ==========================================================  =========
 ``utility``               condensed accuracy ≥ random-real-subset accuracy − margin    margin 0
-``mia-tpr``               MIA TPR at 1 % FPR, upper 95 % CI ≤ threshold                0.10
+``mia-tpr``               MIA TPR at 1 % FPR, upper 95 % CI ≤ threshold                0.15
 ``mia-auc``               MIA ROC AUC (best attack) ≤ threshold                        0.60
 ``canary``                canary ε lower bound ε̂ ≤ claimed ε                          —
 ``robustness-sanity``     every attack sanity check passes (only with ``--adv-eps``)   —
@@ -55,10 +55,11 @@ class Policy:
             (cross-architecture), not only the first (the main evaluation model).
         require_utility: fail when the utility audit is missing.
         mia_max_tpr_at_1pct_fpr: bound on the upper 95 % CI of the best attack's TPR at 1 % FPR
-            (chance is 0.01). The default 0.10 is sized for the quick audit: with ~135 non-member
-            targets (digits) the upper CI of a chance-level attack, maximised over six attack
-            scores, is typically 0.03–0.08, so 0.05 would refuse releases for lack of evidence
-            rather than for leakage. Tighten it (e.g. 0.05) when auditing with thousands of targets.
+            (chance is 0.01). The default 0.15 is sized for the quick audit: with ~135 non-member
+            targets (digits) a chance-level attack (measured: a DP ε=1 release, AUC 0.499) had an
+            upper CI, maximised over six attack scores, of 0.12, so 0.05 would refuse releases for
+            lack of evidence rather than for leakage; a release that copies ~20 % of its members
+            scores ≥ 0.19. Tighten it (e.g. 0.05) when auditing with thousands of targets.
         mia_max_auc: bound on the best attack's ROC AUC (chance is 0.5).
         require_mia: fail when the MIA audit is missing.
         require_canary: fail when the canary audit is missing.
@@ -73,7 +74,7 @@ class Policy:
     utility_margin: float = 0.0
     utility_all_architectures: bool = False
     require_utility: bool = True
-    mia_max_tpr_at_1pct_fpr: float = 0.10
+    mia_max_tpr_at_1pct_fpr: float = 0.15
     mia_max_auc: float = 0.60
     require_mia: bool = True
     require_canary: bool = True
