@@ -88,8 +88,8 @@ def epsilon_lower_bound(
     Example:
         >>> epsilon_lower_bound(10, 5, num_canaries=100, delta=0.0)
         0.0
-        >>> round(epsilon_lower_bound(100, 100, num_canaries=100, delta=0.0), 3)
-        3.492
+        >>> round(epsilon_lower_bound(100, 100, num_canaries=100, delta=0.0), 2)
+        3.49
     """
     if not (0 < confidence < 1):
         raise ConfigError(f"confidence must be in (0, 1) (got {confidence})")

@@ -79,10 +79,11 @@ def condense(
     data_root: Annotated[Optional[Path], typer.Option(help="where torchvision datasets live")] = None,
     download: Annotated[bool, typer.Option(help="download torchvision datasets if missing")] = False,
     ipc: Annotated[int, typer.Option(help="synthetic images per class")] = 10,
-    iterations: Annotated[int, typer.Option(help="optimisation steps")] = 1000,
+    iterations: Annotated[int, typer.Option(help="optimisation steps")] = 300,
     discrepancy: Annotated[str, typer.Option(help="mean-embedding, mmd, characteristic, sliced-wasserstein")] = "mean-embedding",
     model: Annotated[str, typer.Option(help="architecture of the random step network")] = "convnet",
-    init: Annotated[str, typer.Option(help="auto (real when non-private, noise in DP mode), real, noise")] = "auto",
+    init: Annotated[str, typer.Option(help="auto (real when non-private, noise in DP mode), real, mix (mean of --init-mix real images), noise")] = "auto",
+    init_mix: Annotated[int, typer.Option(help="real images averaged per synthetic image with --init mix")] = 4,
     optimizer: Annotated[str, typer.Option(help="sgd or adam on the images")] = "sgd",
     lr_img: Annotated[float, typer.Option(help="image learning rate")] = 1.0,
     learn_lr: Annotated[bool, typer.Option(help="adapt the image lr online (hypergradient descent)")] = False,
@@ -133,6 +134,7 @@ def condense(
         discrepancy=discrepancy,
         model=model,
         init=init,  # type: ignore[arg-type]
+        init_mix=init_mix,
         optimizer=optimizer,  # type: ignore[arg-type]
         lr_img=lr_img,
         learn_lr=learn_lr,
@@ -198,7 +200,7 @@ def condense(
         mechanism = condenser.make_mechanism(bundle.train_images, bundle.train_labels)
         if mechanism.private:
             console.print(
-                f"[bold]DP[/bold]: target ε={eps:g}, δ={condenser._delta:g}, q={mechanism.sample_rate:.5f}, "
+                f"[bold]DP[/bold]: target ε={eps:g}, δ={condenser.delta:g}, q={mechanism.sample_rate:.5f}, "
                 f"T={config.iterations}, σ={mechanism.noise_multiplier:.4f}, C={mechanism.sensitivity:.3g}"
             )
         else:
@@ -215,7 +217,7 @@ def condense(
             result = condenser.fit(
                 mechanism,
                 callback=on_step,
-                checkpoint_path=checkpoint if (checkpoint_every or True) else None,
+                checkpoint_path=checkpoint,  # always: Ctrl-C saves here; removed after success unless kept
                 resume_from=resume,
             )
 

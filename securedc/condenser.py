@@ -144,6 +144,11 @@ class Condenser:
         self._delta: float | None = None
         self._ckpt_noise_seed: int | None = None  # DP: the mechanism's secret seed, for checkpoints only
 
+    @property
+    def delta(self) -> float | None:
+        """δ of a private run (known after :meth:`make_mechanism`), else ``None``."""
+        return self._delta
+
     # ------------------------------------------------------------------ setup
     def make_network(self, seed: int) -> nn.Module:
         """A fresh network for one step, frozen, in eval mode."""
@@ -180,8 +185,9 @@ class Condenser:
                 images, labels, num_classes=self.num_classes, batch_per_class=cfg.batch_real, classes=self.classes
             )
             counts = mech.class_counts
-            if cfg.resolved_init == "real" and int(counts.min()) < cfg.ipc:
-                raise DataError(f"--ipc {cfg.ipc} is larger than the smallest class ({int(counts.min())} images)")
+            need = cfg.ipc * (cfg.init_mix if cfg.resolved_init == "mix" else 1)
+            if cfg.resolved_init in ("real", "mix") and int(counts.min()) < need:
+                raise DataError(f"--ipc {cfg.ipc} is larger than the smallest class allows ({int(counts.min())} images)")
             return mech
         n = int(labels.shape[0])
         self._delta = cfg.privacy.delta if cfg.privacy.delta is not None else default_delta(n)
@@ -214,8 +220,9 @@ class Condenser:
 
     def _init_images(self, mechanism: Mechanism) -> Tensor:
         seed = step_seed(self.config.seed, -1)
-        if self.config.resolved_init == "real":
-            return mechanism.real_init(self.config.ipc, seed=seed).float()
+        if self.config.resolved_init in ("real", "mix"):
+            mix = self.config.init_mix if self.config.resolved_init == "mix" else 1
+            return mechanism.real_init(self.config.ipc, seed=seed, mix=mix).float()
         shape = (self.config.ipc, *self.image_shape)
         noise = [torch.randn(shape, generator=class_generator(seed, c)) for c in self.classes]
         return (0.5 + 0.2 * torch.cat(noise)).clamp(0, 1)

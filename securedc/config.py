@@ -211,7 +211,9 @@ class CondenseConfig:
             ``characteristic``, ``sliced-wasserstein``).
         discrepancy_kwargs: extra keyword arguments for the discrepancy.
         model: architecture of the random step network.
-        init: ``"real"`` (random real images per class; non-private only), ``"noise"``,
+        init: ``"real"`` (random real images per class; non-private only), ``"mix"`` (each
+            image the pixel mean of ``init_mix`` random real images of its class: a prototype
+            that copies no single example; non-private only), ``"noise"``,
             or ``"auto"`` (real when non-private, noise when private).
         optimizer: ``"sgd"`` or ``"adam"`` on the synthetic images.
         lr_img: image learning rate.
@@ -229,11 +231,12 @@ class CondenseConfig:
     """
 
     ipc: int = 10
-    iterations: int = 1000
+    iterations: int = 300
     discrepancy: str = "mean-embedding"
     discrepancy_kwargs: dict[str, Any] = field(default_factory=dict)
     model: str = "convnet"
-    init: Literal["auto", "real", "noise"] = "auto"
+    init: Literal["auto", "real", "mix", "noise"] = "auto"
+    init_mix: int = 4
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr_img: float = 1.0
     momentum: float = 0.5
@@ -261,8 +264,10 @@ class CondenseConfig:
             out.append(f"--ipc must be >= 1 (got {self.ipc})")
         if self.iterations < 0:
             out.append(f"--iterations must be >= 0 (got {self.iterations})")
-        if self.init not in ("auto", "real", "noise"):
-            out.append(f"--init must be auto, real or noise (got {self.init!r})")
+        if self.init not in ("auto", "real", "mix", "noise"):
+            out.append(f"--init must be auto, real, mix or noise (got {self.init!r})")
+        if self.init_mix < 1:
+            out.append(f"--init-mix must be >= 1 (got {self.init_mix})")
         if self.optimizer not in ("sgd", "adam"):
             out.append(f"--optimizer must be sgd or adam (got {self.optimizer!r})")
         if not (math.isfinite(self.lr_img) and self.lr_img > 0):
@@ -292,9 +297,9 @@ class CondenseConfig:
         problems = self.problems()
         if problems:
             raise ConfigError("; ".join(problems))
-        if self.privacy.private and self.init == "real":
+        if self.privacy.private and self.init in ("real", "mix"):
             raise PrivacyError(
-                "--init real copies private images into the release and is refused with --epsilon; "
+                f"--init {self.init} copies private images into the release and is refused with --epsilon; "
                 "use --init noise (the default in DP mode)"
             )
         return self

@@ -375,7 +375,7 @@ def test_cli_condense_with_epsilon_end_to_end(tmp_path) -> None:
     out = tmp_path / "out"
     proc = _cli(
         "--epsilon", "8", "--iterations", "20", "--eval-models", "0", "--ipc", "2", "--batch-real", "16",
-        "--out", str(out), cwd=tmp_path,
+        "--no-audit", "--out", str(out), cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     files = [f for f in out.glob("*.safetensors") if "ckpt" not in f.name]

@@ -10,7 +10,7 @@ from securedc.config import EvalConfig
 from securedc.errors import ConfigError, DataError
 from securedc.evaluate import random_subset
 
-FAST = EvalConfig(models=2, epochs=10, dsa="none")
+FAST = EvalConfig(models=2, epochs=60, dsa="none")
 
 
 def test_utility_audit_metrics_and_cross_architecture(digits) -> None:

@@ -176,8 +176,12 @@ class Mechanism(abc.ABC):
             One ``[C, d_k]`` tensor per part; rows of classes outside ``self.classes`` are zero.
         """
 
-    def real_init(self, ipc: int, *, seed: int) -> Tensor:
-        """Random real images per owned class for initialisation (non-private only)."""
+    def real_init(self, ipc: int, *, seed: int, mix: int = 1) -> Tensor:
+        """Random real images per owned class for initialisation (non-private only).
+
+        ``mix > 1`` returns the pixel mean of ``mix`` distinct random real images per synthetic
+        image (a class prototype that copies no single example).
+        """
         raise PrivacyError("initialising from real images is not allowed in DP mode; use --init noise")
 
 
@@ -225,15 +229,17 @@ class ExactMechanism(Mechanism):
             for p, red in zip(parts, reducers)
         ]
 
-    def real_init(self, ipc: int, *, seed: int) -> Tensor:
-        too_small = [c for c in self.classes if self._by_class[c].numel() < ipc]
+    def real_init(self, ipc: int, *, seed: int, mix: int = 1) -> Tensor:
+        need = ipc * mix
+        too_small = [c for c in self.classes if self._by_class[c].numel() < need]
         if too_small:
-            raise DataError(f"--ipc {ipc} is larger than classes {too_small}; lower --ipc")
+            raise DataError(f"--ipc {ipc} (x{mix} images mixed per init) is larger than classes {too_small}; lower --ipc")
         picks = []
         for c in self.classes:
             idx = self._by_class[c]
-            picks.append(idx[torch.randperm(idx.numel(), generator=class_generator(seed, c))[:ipc]])
-        return self._images[torch.cat(picks)].clone()
+            picks.append(idx[torch.randperm(idx.numel(), generator=class_generator(seed, c))[:need]])
+        chosen = self._images[torch.cat(picks)]
+        return chosen.reshape(len(self.classes) * ipc, mix, *chosen.shape[1:]).mean(dim=1)
 
 
 class GaussianMechanism(Mechanism):
