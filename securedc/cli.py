@@ -82,7 +82,7 @@ def condense(
     iterations: Annotated[int, typer.Option(help="optimisation steps")] = 300,
     discrepancy: Annotated[str, typer.Option(help="mean-embedding, mmd, characteristic, sliced-wasserstein")] = "mean-embedding",
     model: Annotated[str, typer.Option(help="architecture of the random step network")] = "convnet",
-    init: Annotated[str, typer.Option(help="auto (real when non-private, noise in DP mode), real, mix (mean of --init-mix real images), noise")] = "auto",
+    init: Annotated[str, typer.Option(help="auto (mix when non-private, noise in DP mode), real, mix (mean of --init-mix real images), noise")] = "auto",
     init_mix: Annotated[int, typer.Option(help="real images averaged per synthetic image with --init mix")] = 4,
     optimizer: Annotated[str, typer.Option(help="sgd or adam on the images")] = "sgd",
     lr_img: Annotated[float, typer.Option(help="image learning rate")] = 1.0,

@@ -185,9 +185,8 @@ class Condenser:
                 images, labels, num_classes=self.num_classes, batch_per_class=cfg.batch_real, classes=self.classes
             )
             counts = mech.class_counts
-            need = cfg.ipc * (cfg.init_mix if cfg.resolved_init == "mix" else 1)
-            if cfg.resolved_init in ("real", "mix") and int(counts.min()) < need:
-                raise DataError(f"--ipc {cfg.ipc} is larger than the smallest class allows ({int(counts.min())} images)")
+            if cfg.resolved_init in ("real", "mix") and int(counts.min()) < cfg.ipc:
+                raise DataError(f"--ipc {cfg.ipc} is larger than the smallest class ({int(counts.min())} images)")
             return mech
         n = int(labels.shape[0])
         self._delta = cfg.privacy.delta if cfg.privacy.delta is not None else default_delta(n)

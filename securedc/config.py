@@ -213,8 +213,11 @@ class CondenseConfig:
         model: architecture of the random step network.
         init: ``"real"`` (random real images per class; non-private only), ``"mix"`` (each
             image the pixel mean of ``init_mix`` random real images of its class: a prototype
-            that copies no single example; non-private only), ``"noise"``,
-            or ``"auto"`` (real when non-private, noise when private).
+            that copies no single example; non-private only), ``"noise"``, or ``"auto"``
+            (``mix`` when non-private — real-image init copies members into the release and
+            fails the membership-inference gate — ``noise`` when private).
+        init_mix: real images averaged per synthetic image with ``init="mix"`` (fewer when a
+            class is too small).
         optimizer: ``"sgd"`` or ``"adam"`` on the synthetic images.
         lr_img: image learning rate.
         momentum: SGD momentum.
@@ -255,7 +258,7 @@ class CondenseConfig:
     @property
     def resolved_init(self) -> str:
         if self.init == "auto":
-            return "noise" if self.privacy.private else "real"
+            return "noise" if self.privacy.private else "mix"
         return self.init
 
     def problems(self) -> list[str]:

@@ -99,7 +99,7 @@ def test_make_canaries(digits, kind: str) -> None:
 
 
 def _condense_fn(digits, *, epsilon: float, delta: float):
-    base = CondenseConfig(ipc=10, iterations=20, batch_real=16,
+    base = CondenseConfig(ipc=10, iterations=20, batch_real=16, init="noise" if math.isfinite(epsilon) else "real",
                           privacy=PrivacyConfig(epsilon=epsilon, delta=delta)).validate()
 
     def fn(x: torch.Tensor, y: torch.Tensor, seed: int):

@@ -230,16 +230,16 @@ class ExactMechanism(Mechanism):
         ]
 
     def real_init(self, ipc: int, *, seed: int, mix: int = 1) -> Tensor:
-        need = ipc * mix
-        too_small = [c for c in self.classes if self._by_class[c].numel() < need]
+        too_small = [c for c in self.classes if self._by_class[c].numel() < ipc]
         if too_small:
-            raise DataError(f"--ipc {ipc} (x{mix} images mixed per init) is larger than classes {too_small}; lower --ipc")
-        picks = []
+            raise DataError(f"--ipc {ipc} is larger than classes {too_small}; lower --ipc")
+        out = []
         for c in self.classes:
             idx = self._by_class[c]
-            picks.append(idx[torch.randperm(idx.numel(), generator=class_generator(seed, c))[:need]])
-        chosen = self._images[torch.cat(picks)]
-        return chosen.reshape(len(self.classes) * ipc, mix, *chosen.shape[1:]).mean(dim=1)
+            k = max(1, min(mix, idx.numel() // ipc))  # distinct images per prototype, as many as the class allows
+            pick = idx[torch.randperm(idx.numel(), generator=class_generator(seed, c))[: ipc * k]]
+            out.append(self._images[pick].reshape(ipc, k, *self.image_shape).mean(dim=1))
+        return torch.cat(out)
 
 
 class GaussianMechanism(Mechanism):
