@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from securedc.errors import ConfigError
+from securedc.registry import Registry
 
 __all__ = ["AuditResult", "Audit", "register_audit", "create_audit", "list_audits", "json_ready"]
 
-_REGISTRY: dict[str, type["Audit"]] = {}
+_REGISTRY: Registry["Audit"] = Registry("audit")
 
 
 def json_ready(value: Any) -> Any:
@@ -60,22 +60,12 @@ class AuditResult:
 def register_audit(name: str) -> Callable[[type], type]:
     """Class decorator registering an :class:`Audit`."""
 
-    def decorator(cls: type) -> type:
-        if name in _REGISTRY:
-            raise ConfigError(f"audit {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorator
+    return _REGISTRY.register(name)
 
 
 def create_audit(name: str, **kwargs: Any) -> "Audit":
     """Instantiate a registered audit by name (ConfigError lists the choices)."""
-    cls = _REGISTRY.get(name.replace("_", "-").lower())
-    if cls is None:
-        raise ConfigError(f"unknown audit {name!r}; choose one of {sorted(_REGISTRY)}")
-    return cls(**kwargs)
+    return _REGISTRY.create(name, **kwargs)
 
 
 def list_audits() -> list[str]:

@@ -33,6 +33,7 @@ References:
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
@@ -233,7 +234,14 @@ def fit_distributed(
     finally:
         if created:
             dist.barrier()
-            dist.destroy_process_group()
+            # Keep the group for later calls in this process: re-initialising on the launcher's
+            # store (same MASTER_PORT, stale rank keys) can deadlock in gloo's rendezvous.
+            atexit.register(_destroy_group)
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _fit_rank(

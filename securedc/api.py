@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from securedc.condenser import Condenser, CondenseResult, ProgressEvent
-from securedc.config import AdversarialConfig, CondenseConfig, PrivacyConfig
+from securedc.config import CondenseConfig
 from securedc.data import DatasetBundle, bundle_from_torch_dataset, load_dataset
 from securedc.errors import ConfigError
 

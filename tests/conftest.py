@@ -41,3 +41,14 @@ def fmnist_small() -> DatasetBundle:
         std=full.std,
         source=full.source,
     )
+
+
+@pytest.fixture
+def cli():
+    """Run the CLI in-process (fast path for argument errors); returns typer's Result (exit_code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from securedc.cli import app
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args])

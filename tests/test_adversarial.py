@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -122,14 +120,10 @@ def test_dp_composes_both_terms(digits):
 
 
 @pytest.mark.parametrize("value", ["8/0", "-1", "abc"])
-def test_cli_rejects_bad_adv_eps(tmp_path, value):
+def test_cli_rejects_bad_adv_eps(tmp_path, cli, value):
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "securedc", "condense", "--iterations", "1", "--eval-models", "0",
-         "--out", str(out), f"--adv-eps={value}"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 2, proc.stderr
+    proc = cli("condense", "--iterations", "1", "--eval-models", "0", "--out", str(out), f"--adv-eps={value}")
+    assert proc.exit_code == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "adv-eps" in lines[0], proc.stderr
     assert not out.exists() or not any(out.iterdir())

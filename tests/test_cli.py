@@ -78,15 +78,23 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_one_line_exit_2_nothing_written(tmp_path, args, needle) -> None:
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, cli, args, needle) -> None:
+    """In-process (fast); the subprocess path is covered by the test below."""
     args = [str(tmp_path / "empty") if a == "EMPTY" else a for a in args]
     out = tmp_path / "out"
-    proc = run_cli("condense", *FAST, *args, "--out", str(out), *_no_audit(), timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    res = cli("condense", *FAST, *args, "--out", str(out), *_no_audit())
+    assert res.exit_code == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
     assert needle.lower() in lines[0].lower()
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_bad_input_as_a_real_process(tmp_path) -> None:
+    proc = run_cli("condense", *FAST, "--ipc", "0", "--out", str(tmp_path / "o"), timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--ipc" in lines[0] and "Traceback" not in proc.stderr
 
 
 def test_unwritable_out_and_corrupt_file(tmp_path) -> None:

@@ -129,7 +129,7 @@ def test_rmia_scores_rank_members_first() -> None:
 def test_registry() -> None:
     assert {"loss", "neighbour", "lira", "rmia"} <= set(list_attacks())
     assert create_attack("LIRA").name == "lira"
-    with pytest.raises(ConfigError, match="choose from"):
+    with pytest.raises(ConfigError, match="choose one of"):
         create_attack("nope")
 
 

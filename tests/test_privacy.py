@@ -20,7 +20,7 @@ from opacus.accountants import RDPAccountant
 from securedc.condenser import NOT_COVERED, Condenser
 from securedc.config import AdversarialConfig, CondenseConfig, PrivacyConfig
 from securedc.errors import PrivacyError
-from securedc.privacy import GaussianMechanism, PrivacyAccountant, calibrate_noise
+from securedc.privacy import GaussianMechanism, calibrate_noise
 from securedc.privacy.mechanism import noisy_class_means, poisson_sample
 from securedc.terms import build_terms, list_terms
 from securedc.terms.base import _REGISTRY
@@ -359,13 +359,13 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("flags", [["--epsilon", "0"], ["--epsilon", "-1"], ["--epsilon", "nan"], ["--epsilon", "8", "--delta", "1"]])
-def test_cli_refuses_bad_privacy_flags(tmp_path, flags) -> None:
+def test_cli_refuses_bad_privacy_flags(tmp_path, cli, flags) -> None:
     out = tmp_path / "out"
-    proc = _cli(*flags, "--iterations", "2", "--eval-models", "0", "--out", str(out), cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert ("epsilon" in lines[0] or "delta" in lines[0]) and "Traceback" not in proc.stderr
+    res = cli("condense", *flags, "--iterations", "2", "--eval-models", "0", "--out", str(out))
+    assert res.exit_code == 2, res.stderr
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert ("epsilon" in lines[0] or "delta" in lines[0]) and "Traceback" not in res.stderr
     assert not out.exists() or not any(out.iterdir())
 
 

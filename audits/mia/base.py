@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from securedc.config import EvalConfig
 from securedc.errors import ConfigError
+from securedc.registry import Registry
 from securedc.evaluate import train_model
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_REGISTRY: dict[str, type["MIAttack"]] = {}
+_REGISTRY: Registry["MIAttack"] = Registry("MIA attack")
 
 ShadowFn = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
 
@@ -51,22 +52,12 @@ ShadowFn = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
 def register_attack(name: str) -> Callable[[type], type]:
     """Class decorator registering a :class:`MIAttack` under ``name``."""
 
-    def decorator(cls: type) -> type:
-        if name in _REGISTRY:
-            raise ConfigError(f"MIA attack {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorator
+    return _REGISTRY.register(name)
 
 
 def create_attack(name: str) -> "MIAttack":
     """Instantiate a registered attack (``-``/``_`` and case are ignored)."""
-    cls = _REGISTRY.get(name.replace("_", "-").lower())
-    if cls is None:
-        raise ConfigError(f"unknown MIA attack {name!r}; choose from {sorted(_REGISTRY)}")
-    return cls()
+    return _REGISTRY.create(name)
 
 
 def list_attacks() -> list[str]:

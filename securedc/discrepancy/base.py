@@ -16,25 +16,18 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from securedc.errors import ConfigError
+from securedc.errors import PrivacyError
 from securedc.functional import class_means
+from securedc.registry import Registry
 
-__all__ = ["Discrepancy", "register_discrepancy", "create_discrepancy", "list_discrepancies"]
+__all__ = ["Discrepancy", "register_discrepancy", "create_discrepancy", "discrepancy_for_run", "list_discrepancies"]
 
-_REGISTRY: dict[str, type["Discrepancy"]] = {}
+_REGISTRY: Registry["Discrepancy"] = Registry("discrepancy")
 
 
 def register_discrepancy(name: str) -> Callable[[type], type]:
     """Class decorator registering a :class:`Discrepancy` under ``name`` (kebab-case)."""
-
-    def decorator(cls: type) -> type:
-        if name in _REGISTRY:
-            raise ConfigError(f"discrepancy {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorator
+    return _REGISTRY.register(name)
 
 
 def create_discrepancy(name: str, **kwargs: Any) -> "Discrepancy":
@@ -47,10 +40,25 @@ def create_discrepancy(name: str, **kwargs: Any) -> "Discrepancy":
         >>> create_discrepancy("mean_embedding").name
         'mean-embedding'
     """
-    cls = _REGISTRY.get(name.replace("_", "-").lower())
-    if cls is None:
-        raise ConfigError(f"unknown discrepancy {name!r}; choose one of {sorted(_REGISTRY)}")
-    return cls(**kwargs)
+    return _REGISTRY.create(name, **kwargs)
+
+
+def discrepancy_for_run(name: str, *, private: bool, **kwargs: Any) -> "Discrepancy":
+    """A discrepancy for a condensation term: in DP mode, L2-normalised features (so clipping
+    does not bias the statistic) and only discrepancies that are means of per-sample vectors.
+
+    Raises:
+        PrivacyError: ``private`` and the discrepancy cannot be privatised.
+    """
+    if private:
+        kwargs.setdefault("normalize", True)
+    disc = create_discrepancy(name, **kwargs)
+    if private and not disc.private_ok:
+        raise PrivacyError(
+            f"discrepancy {disc.name!r} is not a mean of per-sample vectors and "
+            "cannot be privatised; use mean-embedding, mmd or characteristic with --epsilon"
+        )
+    return disc
 
 
 def list_discrepancies() -> list[str]:

@@ -24,8 +24,7 @@ import torch.nn.functional as F
 import torchattacks
 from torch import Tensor, nn
 
-from securedc.discrepancy import create_discrepancy
-from securedc.errors import PrivacyError
+from securedc.discrepancy.base import discrepancy_for_run
 from securedc.terms.base import StepContext, Term, register_term
 
 if TYPE_CHECKING:
@@ -158,15 +157,7 @@ class AdversarialTerm(Term):
         self.attack_network = attack_network
         self.retrain_every = int(retrain_every)
         self.retrain_epochs = int(retrain_epochs)
-        kwargs = dict(discrepancy_kwargs or {})
-        if private:
-            kwargs.setdefault("normalize", True)
-        self.discrepancy = create_discrepancy(discrepancy, **kwargs)
-        if private and not self.discrepancy.private_ok:
-            raise PrivacyError(
-                f"discrepancy {self.discrepancy.name!r} is not a mean of per-sample vectors and "
-                "cannot be privatised; use mean-embedding, mmd or characteristic with --epsilon"
-            )
+        self.discrepancy = discrepancy_for_run(discrepancy, private=private, **(discrepancy_kwargs or {}))
         self._seed = 0
         self._attack_net: nn.Module | None = None
         self._attack_net_round: int | None = None

@@ -19,13 +19,14 @@ import torch
 from torch import Tensor, nn
 
 from securedc.errors import ConfigError
+from securedc.registry import Registry
 
 if TYPE_CHECKING:
     from securedc.config import CondenseConfig
 
 __all__ = ["StepContext", "Term", "register_term", "create_term", "list_terms", "build_terms"]
 
-_REGISTRY: dict[str, type["Term"]] = {}
+_REGISTRY: Registry["Term"] = Registry("term")
 
 
 @dataclass
@@ -58,14 +59,7 @@ class StepContext:
 def register_term(name: str) -> Callable[[type], type]:
     """Class decorator registering a :class:`Term` (order of registration = order in the vector)."""
 
-    def decorator(cls: type) -> type:
-        if name in _REGISTRY:
-            raise ConfigError(f"term {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorator
+    return _REGISTRY.register(name)
 
 
 def create_term(name: str, **kwargs: Any) -> "Term":
@@ -74,10 +68,7 @@ def create_term(name: str, **kwargs: Any) -> "Term":
     Raises:
         ConfigError: unknown name.
     """
-    cls = _REGISTRY.get(name.replace("_", "-").lower())
-    if cls is None:
-        raise ConfigError(f"unknown term {name!r}; choose one of {sorted(_REGISTRY)}")
-    return cls(**kwargs)
+    return _REGISTRY.create(name, **kwargs)
 
 
 def list_terms() -> list[str]:

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from securedc.discrepancy import create_discrepancy
-from securedc.errors import PrivacyError
+from securedc.discrepancy.base import discrepancy_for_run
 from securedc.terms.base import StepContext, Term, register_term
 
 if TYPE_CHECKING:
@@ -44,15 +43,7 @@ class DistributionTerm(Term):
         clip: float = 1.0,
     ) -> None:
         super().__init__(weight=weight, clip=clip)
-        kwargs = dict(discrepancy_kwargs or {})
-        if private:
-            kwargs.setdefault("normalize", True)
-        self.discrepancy = create_discrepancy(discrepancy, **kwargs)
-        if private and not self.discrepancy.private_ok:
-            raise PrivacyError(
-                f"discrepancy {self.discrepancy.name!r} is not a mean of per-sample vectors and "
-                "cannot be privatised; use mean-embedding, mmd or characteristic with --epsilon"
-            )
+        self.discrepancy = discrepancy_for_run(discrepancy, private=private, **(discrepancy_kwargs or {}))
 
     @classmethod
     def from_config(cls, config: "CondenseConfig") -> "DistributionTerm | None":
