@@ -34,7 +34,7 @@ def main() -> None:
     seeds = []
     for seed in range(3):
         t = time.perf_counter()
-        out = securedc.condense(b, ipc=10, iterations=iters, discrepancy=disc, seed=seed, batch_real=128)
+        out = securedc.condense(b, ipc=10, iterations=iters, discrepancy=disc, seed=seed, batch_real=128, init="real")
         tc = time.perf_counter() - t
         e = evaluate_set(out.images, out.labels, b.test_images, b.test_labels, num_classes=10, mean=b.mean,
                          std=b.std, config=ec, seed=seed)

@@ -86,7 +86,9 @@ def condense(
     unknown = sorted(set(options) - fields)
     if unknown:
         raise ConfigError(f"unknown condense option(s) {unknown}; valid: {sorted(fields)}")
-    privacy = dataclasses.replace(base.privacy, epsilon=epsilon, delta=delta) if config is None or not math.isinf(epsilon) else base.privacy
+    privacy = base.privacy
+    if config is None or not math.isinf(epsilon):  # explicit keywords override the given config
+        privacy = dataclasses.replace(base.privacy, epsilon=epsilon, delta=delta if delta is not None else base.privacy.delta)
     adversarial = dataclasses.replace(base.adversarial, eps=adv_eps) if adv_eps else base.adversarial
     cfg = dataclasses.replace(base, ipc=ipc, privacy=privacy, adversarial=adversarial, **options).validate()
     condenser = Condenser(

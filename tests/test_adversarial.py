@@ -159,7 +159,7 @@ def test_term_changes_pgd_accuracy_on_digits(digits):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="measured: no setting tried raised PGD accuracy on digits "
-                   "(plain DM 0.524; random net eps 0.15: 0.525; synthetic net: 0.519; stronger terms lower it); see readme_robustness.md")
+                   "(plain DM 0.524; random net eps 0.15: 0.525; synthetic net: 0.519; stronger terms lower it); see README (Robustness) and benchmarks/results/robust_fmnist.md")
 def test_term_raises_pgd_accuracy_on_digits(digits):
     """The issue's goal: higher PGD accuracy with the term (mean over seeds)."""
     plain = _pgd_accuracy(digits, AdversarialConfig(), (0, 1))
