@@ -12,6 +12,7 @@ from typing import Any
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from securedc.batching import resolve_precision
 from securedc.condenser import Condenser, CondenseResult, ProgressEvent
 from securedc.config import CondenseConfig
 from securedc.data import DatasetBundle, bundle_from_torch_dataset, load_dataset
@@ -124,6 +125,8 @@ def build_manifest(
         },
         "condensation": {
             "steps_done": result.steps_done,
+            "lr_img": config.resolved_lr_img(bundle.std),
+            "real_precision": resolve_precision(config.real_precision, config.device),
             "seconds": round(result.seconds, 3),
             "final_loss": result.losses[-1] if result.losses else None,
         },

@@ -30,6 +30,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from securedc.augment import DSA
+from securedc.batching import auto_chunk, resolve_precision
 from securedc.config import CondenseConfig, default_delta
 from securedc.errors import ConfigError, DataError, PrivacyError
 from securedc.io import atomic_write_bytes
@@ -66,13 +67,19 @@ def step_seed(seed: int, step: int) -> int:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Sent to the progress callback after every step."""
+    """Sent to the progress callback after every step.
+
+    Attributes:
+        images: the current synthetic images (a detached view of the optimised tensor:
+            copy it to keep a snapshot; never modify it), or ``None``.
+    """
 
     step: int
     total: int
     loss: float
     epsilon_spent: float | None
     seconds: float
+    images: Tensor | None = None
 
 
 @dataclass
@@ -138,6 +145,9 @@ class Condenser:
         self.dsa = DSA(config.dsa, flip=flip) if config.dsa not in ("", "none") else None
         self.classes = sorted(set(classes)) if classes is not None else list(range(num_classes))
         self.labels = torch.tensor(self.classes, dtype=torch.int64).repeat_interleave(config.ipc)
+        self.lr_img = config.resolved_lr_img(self.std)
+        self.real_chunk = config.real_chunk or auto_chunk(self.image_shape, device=self.device)
+        self.real_precision = resolve_precision(config.real_precision, self.device)
         self._noise_multiplier: float | None = None
         self._sample_rate: float | None = None
         self._delta: float | None = None
@@ -228,8 +238,8 @@ class Condenser:
     def _make_optimizer(self, images: Tensor) -> torch.optim.Optimizer:
         cfg = self.config
         if cfg.optimizer == "adam":
-            return torch.optim.Adam([images], lr=cfg.lr_img)
-        return torch.optim.SGD([images], lr=cfg.lr_img, momentum=cfg.momentum)
+            return torch.optim.Adam([images], lr=self.lr_img)
+        return torch.optim.SGD([images], lr=self.lr_img, momentum=cfg.momentum)
 
     # ------------------------------------------------------------------ loop
     def fit(
@@ -264,7 +274,7 @@ class Condenser:
         images = self._init_images(mechanism).to(self.device)
         images.requires_grad_(True)
         optimizer = self._make_optimizer(images)
-        hyper = {"lr": cfg.lr_img, "prev_grad": None}
+        hyper = {"lr": self.lr_img, "prev_grad": None}
         self._ckpt_noise_seed = getattr(mechanism, "noise_seed", None)
         if resume_from is not None:
             start, losses, eps_hist, accountant = self._load_checkpoint(
@@ -287,7 +297,9 @@ class Condenser:
                 if eps is not None:
                     eps_hist.append((step + 1, eps))
                 if callback is not None:
-                    callback(ProgressEvent(step + 1, cfg.iterations, loss, eps, time.perf_counter() - t0))
+                    callback(
+                        ProgressEvent(step + 1, cfg.iterations, loss, eps, time.perf_counter() - t0, images.detach())
+                    )
                 if checkpoint_path and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
                     self._save_checkpoint(checkpoint_path, step + 1, images, optimizer, hyper, losses, eps_hist, accountant)
             step = cfg.iterations
@@ -352,6 +364,7 @@ class Condenser:
             synthetic_images=images.detach(),
             synthetic_labels=labels,
             model_factory=self.make_network,
+            real_precision=self.real_precision,
         )
         for term in self.terms:
             term.prepare(ctx)
@@ -360,7 +373,11 @@ class Condenser:
         def vector_fn(x: Tensor, y: Tensor) -> list[Tensor]:
             if params is not None:
                 x = self.dsa(x, params, y)
-            return [term.real_vectors(ctx, x, y) for term in self.terms]
+            parts: list[list[Tensor]] = [[] for _ in self.terms]
+            for xc, yc in zip(x.split(self.real_chunk), y.split(self.real_chunk)):
+                for k, term in enumerate(self.terms):
+                    parts[k].append(term.real_vectors(ctx, xc, yc))
+            return [torch.cat(p) for p in parts]
 
         stats = mechanism.release(
             vector_fn, seed=seed, reducers=[t.reducer() for t in self.terms], device=self.device
@@ -386,7 +403,7 @@ class Condenser:
         prev = hyper["prev_grad"]
         if prev is not None:
             cos = torch.dot(grad, prev) / (grad.norm() * prev.norm() + 1e-12)
-            lr0 = self.config.lr_img
+            lr0 = self.lr_img
             hyper["lr"] = float(min(max(hyper["lr"] * (1 + 0.02 * float(cos)), lr0 / 100), lr0 * 100))
         hyper["prev_grad"] = grad
         for group in optimizer.param_groups:
@@ -482,7 +499,7 @@ class Condenser:
             raise DataError(f"{path} is not a securedc checkpoint: {err}") from None
         saved = meta["config"]
         mine = self.config.to_dict()
-        differing = [k for k in mine if k not in ("iterations", "checkpoint_every", "device") and saved.get(k) != mine[k]]
+        differing = [k for k in mine if k not in ("iterations", "checkpoint_every", "device", "real_chunk", "real_precision") and saved.get(k) != mine[k]]
         if differing:
             raise ConfigError(f"checkpoint {path} was made with a different configuration ({', '.join(differing)})")
         if tensors["images"].shape != images.shape:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from securedc.augment import DSA
+from securedc.batching import auto_chunk
 from securedc.config import EvalConfig
 from securedc.errors import ConfigError, DataError
 from securedc.models import seeded_model
@@ -82,7 +83,10 @@ def train_model(
         config: training protocol.
         seed: controls the model init, batch order and augmentation.
         device: torch device.
-        model_factory: optional ``seed -> module`` overriding ``config.model``.
+        model_factory: optional ``seed -> module`` overriding ``config.model``. Batches are
+            processed in cache-sized chunks with gradient accumulation, which is exact only for
+            per-sample layers (instance/group/no norm, as all securedc models); a factory with
+            BatchNorm would see smaller normalisation batches.
     """
     _check(images, labels)
     device = torch.device(device)
@@ -107,6 +111,7 @@ def train_model(
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[config.epochs // 2], gamma=0.1)
     x_all, y_all = images.to(device).float(), labels.to(device)
     n = x_all.shape[0]
+    chunk = auto_chunk(images.shape[1:], device=device)
     model.train()
     for _ in range(config.epochs):
         order = torch.randperm(n, generator=gen).to(device)
@@ -116,9 +121,11 @@ def train_model(
             if dsa is not None:
                 params = dsa.sample(x.shape[0], generator=gen)
                 x = dsa(x, params, torch.arange(x.shape[0], device=device))
-            loss = F.cross_entropy(model(x), y)
+            # gradient accumulation over cache-sized chunks: the same gradient as one
+            # batch (per-sample norms, mean loss) but ~1.7x faster on CPUs
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for xc, yc in zip(x.split(chunk), y.split(chunk)):
+                (F.cross_entropy(model(xc), yc, reduction="sum") / x.shape[0]).backward()
             opt.step()
         sched.step()
     model.eval()
@@ -126,9 +133,10 @@ def train_model(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, *, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on ``images``."""
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, *, batch_size: int | None = None) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on ``images`` (``batch_size`` default: cache-sized)."""
     device = next(model.parameters()).device
+    batch_size = batch_size or auto_chunk(images.shape[1:], device=device)
     correct = 0
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device)

@@ -1,6 +1,7 @@
 """ConvNet-D of Dataset Condensation (DC/DSA/DM): the standard condensation backbone.
 
-Each of ``depth`` blocks is ``conv3x3 -> norm -> ReLU -> AvgPool2d(2)`` with ``width`` maps;
+Each of ``depth`` blocks is ``conv3x3 -> norm -> ReLU -> AvgPool2d(2)`` (computed as a depthwise conv, see
+:mod:`securedc.models.pool`) with ``width`` maps;
 the flattened output is the embedding and a linear layer gives the logits. 28x28 inputs are
 padded to 32x32 by the first convolution (padding 3), as DC does for MNIST-sized images, so
 ConvNet-3 gives ``128 * 4 * 4 = 2048`` features on 28x28 and 32x32, and 128 on 8x8 digits.
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from securedc.errors import ConfigError
 from securedc.models.base import ImageClassifier
 from securedc.models.normalize import make_norm
+from securedc.models.pool import AvgPool2x2
 from securedc.models.registry import register_model
 
 __all__ = ["ConvNet"]
@@ -76,7 +78,7 @@ class ConvNet(ImageClassifier):
                 nn.Conv2d(channels, width, kernel_size=3, padding=pad_first if d == 0 else 1),
                 make_norm(norm, width),
                 nn.ReLU(),
-                nn.AvgPool2d(kernel_size=2, stride=2),
+                AvgPool2x2(),
             ]
             channels, h, w = width, h // 2, w // 2
             if h < 1 or w < 1:

@@ -44,6 +44,9 @@ class StepContext:
             post-process S (e.g. training an attack network on S).
         synthetic_labels: their labels.
         model_factory: builds a fresh seeded network like ``network`` (``seed -> module``).
+        real_precision: ``"fp32"`` or ``"bf16"``: precision a term may use for its real-side
+            *network forward* (see :mod:`securedc.batching`); terms that need input or
+            per-sample weight gradients (PGD, Opacus) ignore it and stay fp32.
     """
 
     step: int
@@ -54,6 +57,7 @@ class StepContext:
     synthetic_images: Tensor
     synthetic_labels: Tensor
     model_factory: Callable[[int], nn.Module]
+    real_precision: str = "fp32"
 
 
 def register_term(name: str) -> Callable[[type], type]:

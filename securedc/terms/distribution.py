@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from securedc.batching import autocast_context
 from securedc.discrepancy.base import discrepancy_for_run
 from securedc.terms.base import StepContext, Term, register_term
 
@@ -61,7 +62,9 @@ class DistributionTerm(Term):
         self.discrepancy.resample(feature_dim=ctx.network.feature_dim, generator=ctx.generator)
 
     def real_vectors(self, ctx: StepContext, x: Tensor, y: Tensor) -> Tensor:
-        return self.discrepancy.real_vectors(ctx.network.embed(x)).detach()
+        with autocast_context(ctx.real_precision, x.device):
+            features = ctx.network.embed(x)
+        return self.discrepancy.real_vectors(features.float()).detach()
 
     def reducer(self):
         return self.discrepancy.reduce
