@@ -499,7 +499,8 @@ class Condenser:
             raise DataError(f"{path} is not a securedc checkpoint: {err}") from None
         saved = meta["config"]
         mine = self.config.to_dict()
-        differing = [k for k in mine if k not in ("iterations", "checkpoint_every", "device", "real_chunk", "real_precision") and saved.get(k) != mine[k]]
+        free = ("iterations", "checkpoint_every", "device", "real_chunk", "real_precision")  # no effect on the math
+        differing = [k for k in mine if k not in free and saved.get(k) != mine[k]]
         if differing:
             raise ConfigError(f"checkpoint {path} was made with a different configuration ({', '.join(differing)})")
         if tensors["images"].shape != images.shape:
