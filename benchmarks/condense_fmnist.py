@@ -2,7 +2,7 @@
 
 CPU protocol (state it with the numbers): ConvNet-3 (width 128, instance norm), DSA, the default
 init (``auto`` = ``mix``: each image the mean of 4 real images of its class; ``--init real`` for DM's),
-SGD on images lr 1.0 momentum 0.5, ``--batch-real`` real images per class per step,
+SGD on images (default lr: see ``CondenseConfig.lr_img``) momentum 0.5, ``--batch-real`` real images per class per step,
 ``--iterations`` steps; evaluation = ``--eval-models`` fresh ConvNets trained ``--eval-epochs``
 epochs (SGD 0.01, momentum 0.9, wd 5e-4, batch 256, DSA, lr × 0.1 at half) on the synthetic set,
 tested on the full 10 000-image test set. Snapshots at ``--snapshots`` give time-to-accuracy.
@@ -114,7 +114,7 @@ def main() -> None:
                                  "lr_img": c.lr_img, "real_precision": c.real_precision,
                                  "eval": f"{args.eval_models}x{args.eval_epochs}ep", "threads": args.threads})
                     print(f"{disc} ipc{ipc} it{it} ({secs:.0f}s): {res}", flush=True)
-    payload = {"machine": machine, "protocol": "ConvNet-3, DSA, SGD lr 1 momentum 0.5 on images; eval = fresh ConvNet-3, "
+    payload = {"machine": machine, "protocol": "ConvNet-3, DSA, SGD momentum 0.5 on images (lr_img per row); eval = fresh ConvNet-3, "
                "SGD 0.01/0.9/5e-4, batch 256, DSA, lr x0.1 at half, full 10k test set; per-row settings below",
                "rows": rows}
     out_json.write_text(json.dumps(payload, indent=2))

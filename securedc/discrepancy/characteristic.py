@@ -27,8 +27,9 @@ class CharacteristicFunction(Discrepancy):
         tau: frequency scale on unit-norm features.
         alpha: amplitude weight in [0, 1] (phase gets 1 - α).
         normalize: L2-normalise embeddings first (default True).
-        scale: multiplies the loss so DM's image learning rate works (calibrated so the
-            initial image-gradient norm matches mean-embedding's on digits).
+        scale: multiplies the loss (after :meth:`~Discrepancy.gradient_scale`) so DM's image
+            learning rate works: the initial image-gradient norm is 0.7× mean-embedding's on
+            Fashion-MNIST and 3.1× on digits (ConvNet-3, real init).
 
     Privacy:
         DP-compatible (mean of per-sample vectors of norm 1).
@@ -45,7 +46,7 @@ class CharacteristicFunction(Discrepancy):
         tau: float = 4.0,
         alpha: float = 0.5,
         normalize: bool = True,
-        scale: float = 1.5,
+        scale: float = 0.2,
     ) -> None:
         super().__init__(normalize=normalize)
         if num_frequencies < 1 or tau <= 0 or not (0 <= alpha <= 1):
@@ -76,4 +77,5 @@ class CharacteristicFunction(Discrepancy):
         amplitude = (amp_t - amp_s) ** 2
         phase = 2 * (amp_t * amp_s - (re_t * re_s + im_t * im_s))
         per_class = (self.alpha * amplitude + (1 - self.alpha) * phase).mean(dim=1)
-        return per_class.sum() * self.scale * 2
+        weight = self.gradient_scale(syn_features, syn_labels, real_stat.shape[0])[present]
+        return (per_class * weight).sum() * self.scale * 2

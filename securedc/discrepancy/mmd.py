@@ -27,8 +27,9 @@ class MMD(Discrepancy):
         bandwidths: kernel bandwidths σ on unit-norm features.
         num_features: random features per bandwidth.
         normalize: L2-normalise embeddings first (default True: fixed bandwidths need a known scale).
-        scale: multiplies the loss, so the same image learning rate as DM works (calibrated so the
-            initial image-gradient norm matches mean-embedding's on digits).
+        scale: multiplies the loss (after :meth:`~Discrepancy.gradient_scale`) so DM's image
+            learning rate works: the initial image-gradient norm is 0.8× mean-embedding's on
+            Fashion-MNIST and 2.2× on digits (ConvNet-3, real init).
 
     Privacy:
         DP-compatible (mean of per-sample vectors).
@@ -45,7 +46,7 @@ class MMD(Discrepancy):
         bandwidths: Sequence[float] = (0.25, 0.5, 1.0, 2.0),
         num_features: int = 512,
         normalize: bool = True,
-        scale: float = 3.5,
+        scale: float = 0.4,
     ) -> None:
         super().__init__(normalize=normalize)
         if not bandwidths or any(b <= 0 for b in bandwidths):

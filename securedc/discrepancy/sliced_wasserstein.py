@@ -68,4 +68,5 @@ class SlicedWasserstein(Discrepancy):
         syn_stat = self.syn_statistic(syn_features, syn_labels, real_stat.shape[0])
         present = torch.bincount(syn_labels, minlength=real_stat.shape[0]) > 0
         diff = (real_stat - syn_stat)[present] ** 2
-        return diff.mean(dim=1).sum() * self.scale
+        weight = self.gradient_scale(syn_features, syn_labels, real_stat.shape[0])[present]
+        return (diff.mean(dim=1) * weight).sum() * self.scale
