@@ -50,6 +50,22 @@ def fmt_lr(lr: float | None) -> str:
     return "" if lr is None else f"{lr:.3g}"
 
 
+
+def render(payload: dict) -> None:
+    """Write ``results/condense_fmnist.md`` from the JSON payload."""
+    lines = ["| kind | discrepancy | IPC | iterations | batch_real | init | lr_img | real fwd | eval | threads | time (s) "
+             "| s/iter | test acc (%) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in payload["rows"]:
+        acc = f"{100 * r['acc_mean']:.1f} ± {100 * r['acc_std']:.1f}" if "acc_mean" in r else ""
+        spi = f"{r['sec_per_iter']:.3f}" if "sec_per_iter" in r else ""
+        lines.append(f"| {r['kind']} | {r.get('discrepancy', '')} | {r['ipc']} | {r.get('iterations', '')} | "
+                     f"{r.get('batch_real', '')} | {r.get('init', '')} | {fmt_lr(r.get('lr_img'))} | {r.get('real_precision', '')} | "
+                     f"{r.get('eval', '')} | {r.get('threads', '')} | "
+                     f"{r.get('seconds', 0):.0f} | {spi} | {acc} |")
+    (RESULTS / "condense_fmnist.md").write_text(
+        f"# Fashion-MNIST condensation ({payload['machine']})\n\nProtocol: {payload['protocol']}\n\n" + "\n".join(lines) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ipc", type=int, nargs="+", default=[10])
@@ -63,7 +79,11 @@ def main() -> None:
     ap.add_argument("--init", default="auto", help="auto (= mix), real, mix or noise")
     ap.add_argument("--set", nargs="*", default=[], help="CondenseConfig overrides key=value")
     ap.add_argument("--timing-only", action="store_true", help="only seconds/iteration at batch 64 and 256")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the JSON")
     args = ap.parse_args()
+    if args.render_only:
+        render(json.loads((RESULTS / "condense_fmnist.json").read_text()))
+        return
     torch.set_num_threads(args.threads)
     extra = parse_overrides(args.set)
     bundle = load_dataset("fashion-mnist")
@@ -77,7 +97,8 @@ def main() -> None:
             for br in (64, 256):
                 s = step_time(bundle, ipc=10, batch_real=br, discrepancy=disc, **extra)
                 rows.append({"kind": "timing", "discrepancy": disc, "ipc": 10, "batch_real": br, "sec_per_iter": s,
-                             "threads": args.threads, "set": " ".join(args.set)})
+                             "real_precision": extra.get("real_precision", "auto"), "threads": args.threads,
+                             "set": " ".join(args.set)})
                 print(f"timing {disc} ipc10 batch {br}: {s:.3f} s/it", flush=True)
     else:
         for ipc in args.ipc:
@@ -114,21 +135,11 @@ def main() -> None:
                                  "lr_img": c.lr_img, "real_precision": c.real_precision,
                                  "eval": f"{args.eval_models}x{args.eval_epochs}ep", "threads": args.threads})
                     print(f"{disc} ipc{ipc} it{it} ({secs:.0f}s): {res}", flush=True)
-    payload = {"machine": machine, "protocol": "ConvNet-3, DSA, SGD momentum 0.5 on images (lr_img per row); eval = fresh ConvNet-3, "
-               "SGD 0.01/0.9/5e-4, batch 256, DSA, lr x0.1 at half, full 10k test set; per-row settings below",
+    payload = {"machine": machine, "protocol": "ConvNet-3, DSA, SGD momentum 0.5 on images (lr_img per row); eval = fresh "
+               "ConvNet-3, SGD 0.01/0.9/5e-4, batch 256, DSA, lr x0.1 at half, full 10k test set; per-row settings below",
                "rows": rows}
     out_json.write_text(json.dumps(payload, indent=2))
-    lines = ["| kind | discrepancy | IPC | iterations | batch_real | init | lr_img | real fwd | eval | threads | time (s) "
-             "| s/iter | test acc (%) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        acc = f"{100 * r['acc_mean']:.1f} ± {100 * r['acc_std']:.1f}" if "acc_mean" in r else ""
-        spi = f"{r['sec_per_iter']:.3f}" if "sec_per_iter" in r else ""
-        lines.append(f"| {r['kind']} | {r.get('discrepancy', '')} | {r['ipc']} | {r.get('iterations', '')} | "
-                     f"{r.get('batch_real', '')} | {r.get('init', '')} | {fmt_lr(r.get('lr_img'))} | {r.get('real_precision', '')} | "
-                     f"{r.get('eval', '')} | {r.get('threads', '')} | "
-                     f"{r.get('seconds', 0):.0f} | {spi} | {acc} |")
-    (RESULTS / "condense_fmnist.md").write_text(
-        f"# Fashion-MNIST condensation ({machine})\n\nProtocol: {payload['protocol']}\n\n" + "\n".join(lines) + "\n")
+    render(payload)
     print("written", out_json)
 
 
