@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
 import zipfile
@@ -52,8 +53,13 @@ def test_wheel_installs_into_fresh_venv(tmp_path) -> None:
                     str(tmp_path / "w")], check=True, timeout=300)
     wheel = next((tmp_path / "w").glob("*.whl"))
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
+    # let the new venv see this interpreter's packages (torch, …): --system-site-packages would only
+    # reach the base interpreter's, not those of the venv the tests run in
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (Path(purelib) / "_parent_site.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, timeout=300)
     out = subprocess.run([str(py), "-c", "import securedc.audits, securedc.plugins; print(securedc.audits.__file__)"],
                          capture_output=True, text=True, cwd=tmp_path, check=True)

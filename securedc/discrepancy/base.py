@@ -129,5 +129,5 @@ class Discrepancy(abc.ABC):
         """Discrepancy summed over classes; default ``Σ_c ||m_c^T - m_c^S||²`` (times :meth:`gradient_scale`)."""
         syn_stat = self.syn_statistic(syn_features, syn_labels, real_stat.shape[0])
         present = torch.bincount(syn_labels, minlength=real_stat.shape[0]) > 0
-        per_class = ((real_stat - syn_stat) ** 2).sum(dim=1) * self.gradient_scale(syn_features, syn_labels, real_stat.shape[0])
-        return per_class[present].sum()
+        weight = self.gradient_scale(syn_features, syn_labels, real_stat.shape[0])
+        return (((real_stat - syn_stat) ** 2).sum(dim=1) * weight)[present].sum()
