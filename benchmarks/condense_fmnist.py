@@ -2,8 +2,8 @@
 
 CPU protocol (state it with the numbers): ConvNet-3 (width 128, instance norm), DSA, the default
 init (``auto`` = ``mix``: each image the mean of 4 real images of its class; ``--init real`` for DM's),
-SGD on images (default lr: see ``CondenseConfig.lr_img``) momentum 0.5, ``--batch-real`` real images per class per step,
-``--iterations`` steps; evaluation = ``--eval-models`` fresh ConvNets trained ``--eval-epochs``
+SGD on images (default lr: see ``CondenseConfig.lr_img``) momentum 0.5, ``--batch-real`` real images per
+class per step, ``--iterations`` steps; evaluation = ``--eval-models`` fresh ConvNets trained ``--eval-epochs``
 epochs (SGD 0.01, momentum 0.9, wd 5e-4, batch 256, DSA, lr × 0.1 at half) on the synthetic set,
 tested on the full 10 000-image test set. Snapshots at ``--snapshots`` give time-to-accuracy.
 

@@ -125,9 +125,18 @@ class Discrepancy(abc.ABC):
         sq = syn_features.detach().pow(2).sum(dim=1, keepdim=True)
         return class_means(sq, syn_labels, num_classes).squeeze(1)
 
+    @staticmethod
+    def present_classes(syn_labels: Tensor, num_classes: int) -> Tensor:
+        """Mask ``[C]`` of the classes that have synthetic images (only those enter the loss)."""
+        return torch.bincount(syn_labels, minlength=num_classes) > 0
+
+    def weighted_class_sum(self, per_class: Tensor, syn_features: Tensor, syn_labels: Tensor, present: Tensor) -> Tensor:
+        """``Σ`` of per-class losses (one entry per present class) weighted by :meth:`gradient_scale`."""
+        return (per_class * self.gradient_scale(syn_features, syn_labels, present.numel())[present]).sum()
+
     def loss(self, real_stat: Tensor, syn_features: Tensor, syn_labels: Tensor) -> Tensor:
         """Discrepancy summed over classes; default ``Σ_c ||m_c^T - m_c^S||²`` (times :meth:`gradient_scale`)."""
         syn_stat = self.syn_statistic(syn_features, syn_labels, real_stat.shape[0])
-        present = torch.bincount(syn_labels, minlength=real_stat.shape[0]) > 0
-        weight = self.gradient_scale(syn_features, syn_labels, real_stat.shape[0])
-        return (((real_stat - syn_stat) ** 2).sum(dim=1) * weight)[present].sum()
+        present = self.present_classes(syn_labels, real_stat.shape[0])
+        per_class = ((real_stat - syn_stat)[present] ** 2).sum(dim=1)
+        return self.weighted_class_sum(per_class, syn_features, syn_labels, present)

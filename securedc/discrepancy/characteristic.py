@@ -69,7 +69,7 @@ class CharacteristicFunction(Discrepancy):
     def loss(self, real_stat: Tensor, syn_features: Tensor, syn_labels: Tensor) -> Tensor:
         k = self.num_frequencies
         syn_stat = self.syn_statistic(syn_features, syn_labels, real_stat.shape[0])
-        present = torch.bincount(syn_labels, minlength=real_stat.shape[0]) > 0
+        present = self.present_classes(syn_labels, real_stat.shape[0])
         real, syn = real_stat[present] * math.sqrt(k), syn_stat[present] * math.sqrt(k)
         re_t, im_t, re_s, im_s = real[:, :k], real[:, k:], syn[:, :k], syn[:, k:]
         amp_t = torch.sqrt(re_t**2 + im_t**2 + 1e-12)
@@ -77,5 +77,4 @@ class CharacteristicFunction(Discrepancy):
         amplitude = (amp_t - amp_s) ** 2
         phase = 2 * (amp_t * amp_s - (re_t * re_s + im_t * im_s))
         per_class = (self.alpha * amplitude + (1 - self.alpha) * phase).mean(dim=1)
-        weight = self.gradient_scale(syn_features, syn_labels, real_stat.shape[0])[present]
-        return (per_class * weight).sum() * self.scale * 2
+        return self.weighted_class_sum(per_class, syn_features, syn_labels, present) * self.scale * 2

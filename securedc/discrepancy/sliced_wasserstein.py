@@ -66,7 +66,6 @@ class SlicedWasserstein(Discrepancy):
 
     def loss(self, real_stat: Tensor, syn_features: Tensor, syn_labels: Tensor) -> Tensor:
         syn_stat = self.syn_statistic(syn_features, syn_labels, real_stat.shape[0])
-        present = torch.bincount(syn_labels, minlength=real_stat.shape[0]) > 0
+        present = self.present_classes(syn_labels, real_stat.shape[0])
         diff = (real_stat - syn_stat)[present] ** 2
-        weight = self.gradient_scale(syn_features, syn_labels, real_stat.shape[0])[present]
-        return (diff.mean(dim=1) * weight).sum() * self.scale
+        return self.weighted_class_sum(diff.mean(dim=1), syn_features, syn_labels, present) * self.scale
