@@ -66,6 +66,42 @@ def test_real_vectors_and_loss(digits):
     assert loss > 0 and syn.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("attack_network", ["random", "synthetic"])
+def test_vectors_do_not_depend_on_other_examples(digits, attack_network):
+    """Issue 12 finding 1: an example's adversarial vector is a function of that example (and public
+    parameters) only. Real DSA-augmented digits, real torchattacks PGD: removing one example or permuting
+    the batch leaves every other example's vector unchanged."""
+    ctx, c = _ctx(digits)
+    term = AdversarialTerm(eps=0.1, steps=5, attack_network=attack_network, retrain_every=5, retrain_epochs=2)
+    term.prepare(ctx)
+    params = c.dsa.sample(10, generator=torch.Generator().manual_seed(1))
+    x, y = digits.train_images[:120], digits.train_labels[:120]
+
+    def vectors(idx):
+        with torch.no_grad():
+            return term.real_vectors(ctx, c.dsa(x[idx], params, y[idx]), y[idx])
+
+    full = vectors(torch.arange(120))
+    for victim in (0, 57):
+        keep = torch.tensor([i for i in range(120) if i != victim])
+        torch.testing.assert_close(vectors(keep), full[keep], atol=1e-5, rtol=0)
+    perm = torch.randperm(120, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(vectors(perm), full[perm], atol=1e-5, rtol=0)
+    # chunking (the condenser's real_chunk) does not matter either
+    torch.testing.assert_close(torch.cat([vectors(torch.arange(0, 50)), vectors(torch.arange(50, 120))]), full,
+                               atol=1e-5, rtol=0)
+
+
+def test_keyed_pgd_start_is_per_example(digits):
+    from securedc.terms.adversarial import keyed_uniform_start
+
+    x = digits.train_images[:16]
+    a = keyed_uniform_start(x, eps=0.1, seed=7)
+    assert a.abs().max() <= 0.1 and a.std() > 0.03
+    torch.testing.assert_close(keyed_uniform_start(x[5:9], eps=0.1, seed=7), a[5:9], atol=0, rtol=0)
+    assert not torch.equal(keyed_uniform_start(x, eps=0.1, seed=8), a)
+
+
 def test_minmax_and_synthetic_attack_network(digits):
     ctx, _ = _ctx(digits)
     term = AdversarialTerm(eps=0.1, steps=2, attack_network="synthetic", perturb_synthetic=True,

@@ -16,6 +16,7 @@ sensitivity ``sqrt(sum C_k^2)``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -30,19 +31,92 @@ from securedc.terms.base import StepContext, Term, register_term
 if TYPE_CHECKING:
     from securedc.config import CondenseConfig
 
-__all__ = ["AdversarialTerm", "pgd_perturb", "train_on_synthetic"]
+__all__ = ["AdversarialTerm", "KeyedPGD", "example_keys", "keyed_uniform_start", "pgd_perturb", "train_on_synthetic"]
 
 logger = logging.getLogger(__name__)
+
+
+def example_keys(x: Tensor, *, seed: int) -> list[int]:
+    """One 64-bit key per example: a keyed BLAKE2b hash of that example's float32 bytes.
+
+    The key depends on the example's pixels and the public ``seed`` only, never on the
+    other examples of the batch or on the example's position in it.
+
+    Example:
+        >>> x = torch.rand(3, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+        >>> example_keys(x, seed=1)[1:] == example_keys(x[1:], seed=1)
+        True
+    """
+    rows = x.detach().to("cpu", torch.float32).contiguous().reshape(x.shape[0], -1).numpy()
+    salt = int(seed % 2**64).to_bytes(8, "little")
+    return [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8, key=salt).digest(), "little") for r in rows]
+
+
+def keyed_uniform_start(x: Tensor, *, eps: float, seed: int) -> Tensor:
+    """Per-example uniform offsets in ``[-eps, eps]``, row i drawn from a generator keyed by
+    ``(seed, hash(x_i))`` (see :func:`example_keys`); same shape and device as ``x``."""
+    out = torch.empty(x.shape, dtype=torch.float32)
+    for i, key in enumerate(example_keys(x, seed=seed)):
+        gen = torch.Generator().manual_seed(key % (2**63))
+        out[i] = torch.rand(x.shape[1:], generator=gen) * (2 * eps) - eps
+    return out.to(device=x.device, dtype=x.dtype)
+
+
+class KeyedPGD(torchattacks.PGD):
+    """torchattacks' L∞ PGD whose every example is attacked independently of the batch.
+
+    Two changes to :class:`torchattacks.PGD` (same step rule, projection and clamping):
+
+    * the random start of example i is :func:`keyed_uniform_start` — a function of that
+      example and the public ``seed`` only (torchattacks draws one uniform tensor for
+      the whole batch from the global RNG, so an example's start depends on its position
+      among the others);
+    * the ascent loss is the *sum* of per-example cross-entropies, so the gradient with
+      respect to ``x_i`` is exactly ``∇ CE(f(x_i), y_i)``. (torchattacks uses the mean, whose
+      gradient is that times ``1/n`` — the batch size; ``sign()`` removes a positive scale,
+      so the steps agree up to float underflow, but the sum has no ``n`` at all.)
+
+    The model must treat examples independently (eval mode, no BatchNorm in train mode):
+    securedc's networks use instance/group normalisation. Untargeted mode only.
+
+    Args:
+        model: classifier returning logits for inputs in [0, 1].
+        eps, alpha, steps: radius, step size, steps (torchattacks' meaning).
+        seed: public key of the random starts.
+        random_start: start from the keyed uniform point (``False``: from ``x``).
+    """
+
+    def __init__(self, model: nn.Module, *, eps: float, alpha: float, steps: int, seed: int,
+                 random_start: bool = True) -> None:
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+        self.seed = int(seed)
+        self.supported_mode = ["default"]
+
+    def forward(self, images: Tensor, labels: Tensor) -> Tensor:  # noqa: D102 (torchattacks template method)
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        adv = images.clone()
+        if self.random_start:
+            adv = (adv + keyed_uniform_start(images, eps=self.eps, seed=self.seed)).clamp(0, 1).detach()
+        for _ in range(self.steps):
+            adv.requires_grad_(True)
+            cost = F.cross_entropy(self.get_logits(adv), labels, reduction="sum")
+            (grad,) = torch.autograd.grad(cost, adv)
+            adv = adv.detach() + self.alpha * grad.sign()
+            delta = torch.clamp(adv - images, min=-self.eps, max=self.eps)
+            adv = torch.clamp(images + delta, min=0, max=1).detach()
+        return adv
 
 
 def pgd_perturb(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, seed: int
 ) -> Tensor:
-    """L∞ PGD with random start (torchattacks), deterministic and global-RNG neutral.
+    """L∞ PGD with a per-example random start (:class:`KeyedPGD`), deterministic and global-RNG neutral.
 
-    torchattacks draws the random start from the global RNG, so the attack runs inside
-    ``torch.random.fork_rng()`` seeded with ``seed``; it needs input gradients, so it
-    runs under ``torch.enable_grad()`` even when called inside ``no_grad`` (the
+    Every output row is a function of that row's input, its label, the model and the
+    public ``seed`` only — removing, adding or reordering other examples leaves it
+    unchanged (what the Gaussian mechanism's sensitivity bound needs). It needs input
+    gradients, so it runs under ``torch.enable_grad()`` even inside ``no_grad`` (the
     mechanism computes real vectors without autograd). Frozen parameters are fine.
 
     Args:
@@ -50,7 +124,7 @@ def pgd_perturb(
         x: ``[n, C, H, W]`` in [0, 1].
         y: labels ``[n]``.
         eps, alpha, steps: PGD radius, step size and number of steps.
-        seed: seed of the random start.
+        seed: public key of the random starts.
 
     Returns:
         Detached perturbed images in ``[x - eps, x + eps] ∩ [0, 1]``.
@@ -60,10 +134,8 @@ def pgd_perturb(
     """
     if x.shape[0] == 0:
         return x.detach()
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.enable_grad():
-        torch.manual_seed(seed)
-        attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    with torch.enable_grad():
+        attack = KeyedPGD(model, eps=eps, alpha=alpha, steps=steps, seed=seed)
         adv = attack(x.detach().clamp(0, 1), y)
     return adv.detach()
 
@@ -227,7 +299,7 @@ class AdversarialTerm(Term):
             "alpha": self.alpha,
             "perturb_synthetic": self.perturb_synthetic,
             "attack_network": self.attack_network,
-            "attack": "torchattacks.PGD (L-inf, random start)",
+            "attack": "torchattacks.PGD (L-inf; per-example keyed random start, sum loss)",
             **(
                 {"retrain_every": self.retrain_every, "retrain_epochs": self.retrain_epochs}
                 if self.attack_network == "synthetic"
