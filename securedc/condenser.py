@@ -1,22 +1,26 @@
-"""The condensation loop: sample → per-sample vectors → mechanism → losses on S → step.
+"""The condensation loop over a statistics bank (sample once, optimise many).
 
-Data flow (DESIGN.md §3)::
+Data flow::
 
-    CondenseConfig → Condenser.make_mechanism(real) → Condenser.fit(mechanism)
-    per step t:  generator_t = f(seed, t);  network_t = fresh seeded model
-                 DSA params (one set per class, shared by real and synthetic: siamese)
-                 stats = mechanism.release(vector_fn)      # the ONLY access to real data
-                 loss  = Σ_k w_k · term_k.loss(stats_k, DSA(S))
-                 optimizer step on S, then S clamped to [0, 1]
+    CondenseConfig → Condenser.make_mechanism(real)   # DP: calibration (privacy/calibration.py)
+                   → Condenser.fit(mechanism)          # or fit(None, bank=StatisticsBank.load(...))
+    per step k:   if release r is due (k = ⌊r·K/R⌋):  # the ONLY access to real data
+                      context_r = (network, DSA params, term randomness) from seed s_r
+                      bank[r] = mechanism.release(vector_fn of context_r)
+                  else: r = a release made so far, drawn from a public generator keyed by k
+                  loss = Σ_k w_k · term_k.loss(bank[r]_k, DSA_r(S)) ; optimiser step on S ; S ∈ [0, 1]
 
-Every step derives its randomness from ``(seed, t)`` alone, so a run resumed from a
-checkpoint at step t reproduces the uninterrupted run bit for bit on CPU.
+With R = K (the non-private default, ``reuse = 1``) every step makes its own release and the loop
+is distribution matching with a fresh random network per step. The accountant takes one step
+per release, never per optimisation step (:mod:`securedc.bank`). Every release derives its
+randomness from ``(seed, r)`` and every draw from the bank from ``(seed, k)``, so a run resumed
+from a checkpoint reproduces the uninterrupted run bit for bit on CPU.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,19 +28,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from securedc.augment import DSA
+from securedc.bank import StatisticsBank, release_step
 from securedc.batching import auto_chunk, resolve_precision
-from securedc.config import CondenseConfig, default_delta
+from securedc.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
+from securedc.config import CondenseConfig
 from securedc.errors import ConfigError, DataError, PrivacyError
-from securedc.io import atomic_write_bytes
+from securedc.lr_adapter import HypergradientLR
 from securedc.models import seeded_model
-from securedc.privacy import ExactMechanism, GaussianMechanism, Mechanism, PrivacyAccountant, calibrate_noise
+from securedc.privacy import ExactMechanism, GaussianMechanism, Mechanism, PrivacyAccountant
+from securedc.privacy.calibration import PrivacyPlan, plan_private_run
 from securedc.privacy.mechanism import class_generator
+from securedc.privacy.streams import SecretStreams
 from securedc.terms import StepContext, Term, build_terms
 
 __all__ = ["Condenser", "CondenseResult", "ProgressEvent", "step_seed", "NOT_COVERED"]
@@ -45,18 +50,22 @@ logger = logging.getLogger(__name__)
 
 #: What the (ε, δ) guarantee does not cover; copied into every private manifest and report.
 NOT_COVERED = [
-    "the number of training examples per class (class counts are treated as public)",
-    "the choice of hyper-parameters (epsilon, iterations, learning rates, clip bounds, architecture): "
+    "the choice of hyper-parameters (epsilon, iterations, releases, learning rates, clip bounds, architecture): "
     "they must not be tuned on the private data; tuning runs are not accounted",
+    "class counts when the user declares them public (--counts public); by default they are released "
+    "through the accounted Gaussian mechanism",
     "the public normalisation constants and dataset metadata (image shape, class names)",
-    "floating-point and pseudo-random-number side channels (torch's generator is not cryptographically secure)",
-    "data used by the audit (member/non-member splits and shadow runs) and the evaluation on the test set: "
-    "audit results are for the data owner and are not part of the private release",
+    "floating-point and pseudo-random-number side channels (Philox/torch generators are not cryptographically secure)",
+    "the export decision: certification by the owner's audit (membership inference, canaries, utility and "
+    "robustness on the real data) decides whether this file is released, and that decision depends on the "
+    "private data outside the accountant; audit results stay with the data owner",
 ]
+
+_SCHEDULE_SALT = 0x5EED_BA4C
 
 
 def step_seed(seed: int, step: int) -> int:
-    """Seed of step ``step`` derived from the master seed (stable across versions).
+    """Public seed of release (or step) ``step`` derived from the master seed (stable across versions).
 
     Example:
         >>> step_seed(0, 1) != step_seed(1, 0)
@@ -72,6 +81,7 @@ class ProgressEvent:
     Attributes:
         images: the current synthetic images (a detached view of the optimised tensor:
             copy it to keep a snapshot; never modify it), or ``None``.
+        releases: releases in the bank so far.
     """
 
     step: int
@@ -80,6 +90,7 @@ class ProgressEvent:
     epsilon_spent: float | None
     seconds: float
     images: Tensor | None = None
+    releases: int = 0
 
 
 @dataclass
@@ -95,10 +106,11 @@ class CondenseResult:
     terms: list[dict[str, Any]]
     interrupted: bool = False
     epsilon_history: list[tuple[int, float]] = field(default_factory=list)
+    bank: StatisticsBank | None = None
 
 
 class Condenser:
-    """Optimises a synthetic set against a multi-term discrepancy objective.
+    """Optimises a synthetic set against a multi-term discrepancy objective over a statistics bank.
 
     Args:
         config: validated run configuration.
@@ -106,7 +118,7 @@ class Condenser:
         image_shape: ``(channels, height, width)``.
         mean, std: PUBLIC normalisation constants (inside the models).
         classes: condense only these classes (distributed runs split classes across
-            ranks; every step's randomness is per class, so the union of the ranks'
+            ranks; every release's randomness is per class, so the union of the ranks'
             results equals a single-process run).
 
     Raises:
@@ -121,7 +133,7 @@ class Condenser:
         torch.Size([10, 1, 8, 8])
 
     References:
-        Zhao & Bilen, "Dataset Condensation with Distribution Matching", WACV 2023.
+        Zhao & Bilen, "Dataset Condensation with Distribution Matching", WACV 2023, arXiv:2110.04181.
         Chen & Selvan, "A Discrepancy-Based Perspective on Dataset Condensation", 2025.
     """
 
@@ -139,7 +151,7 @@ class Condenser:
         self.num_classes = num_classes
         self.image_shape = tuple(image_shape)
         self.mean, self.std = tuple(mean), tuple(std)
-        self.device = torch.device(config.device)
+        self.device = torch.device(getattr(config, "resolved_device", config.device))
         self.terms: list[Term] = build_terms(config)
         flip = config.flip if config.flip is not None else image_shape[0] == 3
         self.dsa = DSA(config.dsa, flip=flip) if config.dsa not in ("", "none") else None
@@ -148,19 +160,16 @@ class Condenser:
         self.lr_img = config.resolved_lr_img(self.std)
         self.real_chunk = config.real_chunk or auto_chunk(self.image_shape, device=self.device)
         self.real_precision = resolve_precision(config.real_precision, self.device)
-        self._noise_multiplier: float | None = None
-        self._sample_rate: float | None = None
-        self._delta: float | None = None
-        self._ckpt_noise_seed: int | None = None  # DP: the mechanism's secret seed, for checkpoints only
+        self.plan: PrivacyPlan | None = None
 
     @property
     def delta(self) -> float | None:
         """δ of a private run (known after :meth:`make_mechanism`), else ``None``."""
-        return self._delta
+        return self.plan.delta if self.plan is not None else None
 
     # ------------------------------------------------------------------ setup
     def make_network(self, seed: int) -> nn.Module:
-        """A fresh network for one step, frozen, in eval mode."""
+        """A fresh network for one release, frozen, in eval mode."""
         net = seeded_model(
             self.config.model,
             seed=seed,
@@ -175,16 +184,30 @@ class Condenser:
             p.requires_grad_(False)
         return net
 
-    def make_mechanism(self, images: Tensor, labels: Tensor, *, noise_seed: int | None = None) -> Mechanism:
+    def make_mechanism(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        *,
+        noise_seed: int | None = None,
+        resume_from: str | Path | None = None,
+    ) -> Mechanism:
         """Wrap the real training data in the mechanism the configuration asks for.
 
-        In DP mode this calibrates σ from (ε, δ, q, T) before the loop.
+        In DP mode this calibrates the run (:func:`~securedc.privacy.calibration.plan_private_run`:
+        q, the count release unless counts are declared public, δ, σ). With ``resume_from`` the
+        plan, the released counts and the secret key come from the checkpoint instead — no new
+        access — and a configuration that would change (σ, q, R) is refused.
 
         Args:
             images, labels: the real training set (only the mechanism keeps them).
-            noise_seed: DP only: SECRET seed of sampling and noise; ``None`` draws one from
-                the OS (see :class:`~securedc.privacy.GaussianMechanism`). Give it only for
-                reproducible tests or class-subset processes; never publish it.
+            noise_seed: DP only: SECRET key of sampling and noise; ``None`` draws 128 bits from
+                the OS. Give it only for reproducible tests or class-subset processes.
+            resume_from: the checkpoint a DP run will resume from.
+
+        Raises:
+            DataError: images of the wrong shape, or --ipc larger than a class (real/mix init).
+            PrivacyError: a resume that would change the private mechanism.
         """
         if tuple(images.shape[1:]) != self.image_shape:
             raise DataError(f"real images have shape {tuple(images.shape[1:])}, expected {self.image_shape}")
@@ -197,38 +220,60 @@ class Condenser:
             if cfg.resolved_init in ("real", "mix") and int(counts.min()) < cfg.ipc:
                 raise DataError(f"--ipc {cfg.ipc} is larger than the smallest class ({int(counts.min())} images)")
             return mech
-        n = int(labels.shape[0])
-        self._delta = cfg.privacy.delta if cfg.privacy.delta is not None else default_delta(n)
-        if self._delta >= 1.0 / n:
-            logger.warning("delta=%g is not below 1/N=%g: the guarantee is weak", self._delta, 1.0 / n)
-        self._sample_rate = min(1.0, cfg.batch_real * self.num_classes / n)
         if cfg.iterations < 1:
             raise PrivacyError("a private run needs --iterations >= 1")
-        self._noise_multiplier = calibrate_noise(
-            target_epsilon=cfg.privacy.epsilon,
-            target_delta=self._delta,
-            sample_rate=self._sample_rate,
-            steps=cfg.iterations,
-            accountant=cfg.privacy.accountant,
+        clips = [t.clip for t in self.terms]
+        if resume_from is not None:
+            _, meta = load_checkpoint(resume_from)
+            if not meta.get("privacy_plan") or not meta.get("secret"):
+                raise PrivacyError(f"{resume_from} is not a checkpoint of a private run; cannot resume with --epsilon")
+            plan = PrivacyPlan.from_dict(meta["privacy_plan"], estimated_counts=meta["secret"]["counts"])
+            self._check_resumable(plan)
+            gm = GaussianMechanism(
+                images, labels, num_classes=self.num_classes, clip_bounds=clips, classes=self.classes,
+                streams=SecretStreams.from_state_dict(meta["secret"]),
+            )
+            counts = torch.tensor(plan.estimated_counts, dtype=torch.float64)
+            gm.configure(sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
+                         expected_counts=counts * plan.sample_rate)
+            self.plan = plan
+            return gm
+        gm = GaussianMechanism(
+            images, labels, num_classes=self.num_classes, clip_bounds=clips, classes=self.classes, noise_seed=noise_seed
         )
+        self.plan = plan_private_run(cfg.privacy, gm, releases=cfg.resolved_releases)
         logger.info(
-            "DP: epsilon=%g delta=%g q=%.5f T=%d -> sigma=%.4f",
-            cfg.privacy.epsilon, self._delta, self._sample_rate, cfg.iterations, self._noise_multiplier,
+            "DP: epsilon=%g delta=%g q=%.4f R=%d sigma=%.4f counts=%s",
+            self.plan.target_epsilon, self.plan.delta, self.plan.sample_rate, self.plan.releases,
+            self.plan.noise_multiplier, self.plan.counts,
         )
-        return GaussianMechanism(
-            images,
-            labels,
-            num_classes=self.num_classes,
-            sample_rate=self._sample_rate,
-            noise_multiplier=self._noise_multiplier,
-            clip_bounds=[t.clip for t in self.terms],
-            classes=self.classes,
-            noise_seed=noise_seed,
-        )
+        return gm
 
-    def _init_images(self, mechanism: Mechanism) -> Tensor:
+    def _check_resumable(self, plan: PrivacyPlan) -> None:
+        """Refuse a DP resume whose configuration would change the private mechanism."""
+        p = self.config.privacy
+        wanted = {
+            "releases": self.config.resolved_releases,
+            "target_epsilon": p.epsilon,
+            "accountant": p.accountant,
+            "counts": p.counts,
+            **({"delta": p.delta} if p.delta is not None else {}),
+            **({"sample_rate": p.sample_rate} if p.sample_rate is not None else {}),
+        }
+        have = plan.to_dict()
+        changed = [f"{k} {have[k]} -> {v}" for k, v in wanted.items() if have[k] != v]
+        if changed:
+            raise PrivacyError(
+                "resuming would change the private mechanism (" + ", ".join(changed) + "); the checkpoint's "
+                f"releases used sigma={plan.noise_multiplier:.4g}, q={plan.sample_rate:g}, R={plan.releases}: "
+                "resume with the original --iterations/--releases/--epsilon"
+            )
+
+    def _init_images(self, mechanism: Mechanism | None) -> Tensor:
         seed = step_seed(self.config.seed, -1)
         if self.config.resolved_init in ("real", "mix"):
+            if mechanism is None:
+                raise ConfigError("--init real/mix needs the real data; a bank alone supports --init noise")
             mix = self.config.init_mix if self.config.resolved_init == "mix" else 1
             return mechanism.real_init(self.config.ipc, seed=seed, mix=mix).float()
         shape = (self.config.ipc, *self.image_shape)
@@ -244,8 +289,10 @@ class Condenser:
     # ------------------------------------------------------------------ loop
     def fit(
         self,
-        mechanism: Mechanism,
+        mechanism: Mechanism | None,
         *,
+        bank: StatisticsBank | None = None,
+        bank_privacy: dict[str, Any] | None = None,
         callback: Callable[[ProgressEvent], None] | None = None,
         checkpoint_path: str | Path | None = None,
         resume_from: str | Path | None = None,
@@ -253,122 +300,141 @@ class Condenser:
         """Run the optimisation; the real data is reachable only through ``mechanism``.
 
         Args:
-            mechanism: from :meth:`make_mechanism`.
+            mechanism: from :meth:`make_mechanism`; ``None`` with a full ``bank`` (re-condensation
+                from a saved bank: no real data, no privacy cost).
+            bank: a full bank loaded with :meth:`StatisticsBank.load` (with ``mechanism=None``).
+            bank_privacy: the loaded bank's privacy section (copied into the result).
             callback: called with a :class:`ProgressEvent` after every step.
             checkpoint_path: where checkpoints go (every ``checkpoint_every`` steps, at the
                 end, and on Ctrl-C).
             resume_from: a checkpoint written by a run with the same configuration.
 
         Returns:
-            :class:`CondenseResult`; ``interrupted`` is never True here because
-            ``KeyboardInterrupt`` is re-raised after the checkpoint is saved.
+            :class:`CondenseResult` (its ``bank`` holds the releases).
         """
         cfg = self.config
-        if mechanism.private != cfg.privacy.private:
+        if mechanism is None:
+            if bank is None or not bank.full:
+                raise ConfigError("fit needs the real data's mechanism or a complete statistics bank")
+        elif mechanism.private != cfg.privacy.private:
             raise PrivacyError("mechanism and configuration disagree about privacy")
-        accountant = None
-        if mechanism.private:
-            assert self._delta is not None  # set by make_mechanism
-            accountant = PrivacyAccountant(cfg.privacy.accountant, delta=self._delta)
+        if mechanism is not None and bank is not None:
+            raise ConfigError("give a mechanism or a saved bank, not both")
+        accountant = self._new_accountant(mechanism)
+        if bank is None:
+            bank = StatisticsBank(
+                capacity=self.plan.releases if self.plan is not None else cfg.resolved_releases,
+                num_classes=self.num_classes,
+                max_bytes=int(cfg.bank_memory_gb * 2**30),
+            )
+        bank.to(self.device)
         start, losses, eps_hist = 0, [], []
         images = self._init_images(mechanism).to(self.device)
         images.requires_grad_(True)
         optimizer = self._make_optimizer(images)
-        hyper = {"lr": self.lr_img, "prev_grad": None}
-        self._ckpt_noise_seed = getattr(mechanism, "noise_seed", None)
+        lr = HypergradientLR(optimizer, base_lr=self.lr_img) if cfg.learn_lr else None
         if resume_from is not None:
-            start, losses, eps_hist, accountant = self._load_checkpoint(
-                resume_from, images, optimizer, hyper, accountant
-            )
-            if isinstance(mechanism, GaussianMechanism) and self._ckpt_noise_seed is not None:
-                mechanism.noise_seed = self._ckpt_noise_seed  # continue the same secret noise stream
-            if isinstance(mechanism, GaussianMechanism) and accountant is not None:
-                self._check_projected_budget(accountant, mechanism, cfg.iterations - start)
+            start, losses, eps_hist, accountant = self._resume(resume_from, images, optimizer, lr, bank, accountant)
         labels = self.labels.to(self.device)
         t0 = time.perf_counter()
+        state = (images, optimizer, lr, bank, losses, eps_hist)
         step = start
         try:
             for step in range(start, cfg.iterations):
-                loss = self._step(step, images, labels, mechanism, optimizer, hyper)
-                if accountant is not None:
-                    accountant.step(noise_multiplier=mechanism.noise_multiplier, sample_rate=mechanism.sample_rate)
+                release, ctx, params = self._next_release(step, mechanism, bank, images, labels, accountant)
+                loss = self._optimise(ctx, params, bank.statistics(release), images, labels, optimizer, lr)
                 losses.append(loss)
                 eps = accountant.epsilon() if accountant is not None and self._log_eps(step) else None
                 if eps is not None:
                     eps_hist.append((step + 1, eps))
                 if callback is not None:
-                    callback(
-                        ProgressEvent(step + 1, cfg.iterations, loss, eps, time.perf_counter() - t0, images.detach())
-                    )
+                    callback(ProgressEvent(step + 1, cfg.iterations, loss, eps, time.perf_counter() - t0,
+                                           images.detach(), len(bank)))
                 if checkpoint_path and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-                    self._save_checkpoint(checkpoint_path, step + 1, images, optimizer, hyper, losses, eps_hist, accountant)
+                    self._save(checkpoint_path, step + 1, state, accountant, mechanism)
             step = cfg.iterations
         except KeyboardInterrupt:
-            done = len(losses)
             if checkpoint_path:
-                self._save_checkpoint(checkpoint_path, done, images, optimizer, hyper, losses, eps_hist, accountant)
-                logger.warning("interrupted at step %d; checkpoint saved to %s", done, checkpoint_path)
+                self._save(checkpoint_path, len(losses), state, accountant, mechanism)
+                logger.warning("interrupted at step %d; checkpoint saved to %s", len(losses), checkpoint_path)
             raise
         if checkpoint_path and cfg.checkpoint_every:
-            self._save_checkpoint(checkpoint_path, step, images, optimizer, hyper, losses, eps_hist, accountant)
+            self._save(checkpoint_path, step, state, accountant, mechanism)
+        if mechanism is None:
+            privacy = dict(bank_privacy or {"private": False, "epsilon": "inf"})
+            privacy["from_bank"] = "re-condensed from a saved statistics bank: no further access to real data"
+        else:
+            privacy = self.privacy_section(mechanism, accountant, bank)
         return CondenseResult(
             images=images.detach().cpu().clamp(0, 1),
             labels=self.labels.clone(),
             steps_done=step,
             losses=losses,
             seconds=time.perf_counter() - t0,
-            privacy=self.privacy_section(mechanism, accountant),
+            privacy=privacy,
             terms=[t.describe() for t in self.terms],
             epsilon_history=eps_hist,
+            bank=bank,
         )
 
-    def _check_projected_budget(self, accountant: PrivacyAccountant, mechanism: GaussianMechanism, remaining: int) -> None:
-        """Refuse a resume whose spent + remaining steps would exceed the target ε.
-
-        σ was calibrated for this run's T; a checkpoint made with another T (or σ) has
-        a history that, composed with the remaining steps, can overshoot the target.
-        """
-        projected = PrivacyAccountant.from_state_dict(accountant.state_dict())
-        if remaining > 0:
-            projected._acc.history.append((mechanism.noise_multiplier, mechanism.sample_rate, remaining))
-        eps = projected.epsilon()
-        target = self.config.privacy.epsilon
-        if eps > target * 1.0001:
-            raise PrivacyError(
-                f"resuming would spend epsilon={eps:.4g} > target {target:g} (the checkpoint was made with "
-                "different --iterations or noise); resume with the original --iterations"
-            )
+    def _new_accountant(self, mechanism: Mechanism | None) -> PrivacyAccountant | None:
+        if mechanism is None or not mechanism.private:
+            return None
+        assert self.plan is not None  # set by make_mechanism
+        accountant = PrivacyAccountant(self.plan.accountant, delta=self.plan.delta)
+        if self.plan.count_noise_multiplier is not None:
+            accountant.step(noise_multiplier=self.plan.count_noise_multiplier, sample_rate=1.0)
+        return accountant
 
     def _log_eps(self, step: int) -> bool:
         total = self.config.iterations
         return step + 1 == total or (step + 1) % max(1, total // 50) == 0
 
-    def _step(
-        self,
-        step: int,
-        images: Tensor,
-        labels: Tensor,
-        mechanism: Mechanism,
-        optimizer: torch.optim.Optimizer,
-        hyper: dict[str, Any],
-    ) -> float:
-        seed = step_seed(self.config.seed, step)
+    def _context(self, step: int, release: int, seed: int, images: Tensor, labels: Tensor, private: bool):
+        """Release ``release``'s public context: network, term randomness and DSA parameters from ``seed``."""
         gen = torch.Generator().manual_seed(seed)
-        net = self.make_network(seed)
         ctx = StepContext(
             step=step,
-            network=net,
+            network=self.make_network(seed),
             generator=gen,
             num_classes=self.num_classes,
-            private=mechanism.private,
+            private=private,
             synthetic_images=images.detach(),
             synthetic_labels=labels,
             model_factory=self.make_network,
             real_precision=self.real_precision,
+            release=release,
         )
         for term in self.terms:
             term.prepare(ctx)
         params = self.dsa.sample(self.num_classes, generator=gen) if self.dsa is not None else None
+        return ctx, params
+
+    def _next_release(
+        self,
+        step: int,
+        mechanism: Mechanism | None,
+        bank: StatisticsBank,
+        images: Tensor,
+        labels: Tensor,
+        accountant: PrivacyAccountant | None,
+    ) -> tuple[int, StepContext, Any]:
+        """Make the release due at ``step`` (the only real-data access) or draw one from the bank."""
+        private = self.config.privacy.private
+        due = (
+            mechanism is not None
+            and not bank.full
+            and step >= release_step(len(bank), releases=bank.capacity, steps=self.config.iterations)
+        )
+        if not due:
+            pick = torch.Generator().manual_seed(step_seed(self.config.seed ^ _SCHEDULE_SALT, step))
+            release = int(torch.randint(len(bank), (1,), generator=pick))
+            ctx, params = self._context(step, release, bank.seed(release), images, labels, private)
+            return release, ctx, params
+        assert mechanism is not None
+        release = len(bank)
+        seed = step_seed(self.config.seed, release)
+        ctx, params = self._context(step, release, seed, images, labels, private)
 
         def vector_fn(x: Tensor, y: Tensor) -> list[Tensor]:
             if params is not None:
@@ -379,151 +445,140 @@ class Condenser:
                     parts[k].append(term.real_vectors(ctx, xc, yc))
             return [torch.cat(p) for p in parts]
 
-        stats = mechanism.release(
-            vector_fn, seed=seed, reducers=[t.reducer() for t in self.terms], device=self.device
-        )
+        with torch.no_grad():
+            stats = mechanism.release(
+                vector_fn, seed=seed, reducers=[t.reducer() for t in self.terms], device=self.device
+            )
+        bank.add(seed, stats)
+        if accountant is not None:
+            assert isinstance(mechanism, GaussianMechanism)
+            accountant.step(noise_multiplier=mechanism.noise_multiplier, sample_rate=mechanism.sample_rate)
+        return release, ctx, params
+
+    def _optimise(
+        self,
+        ctx: StepContext,
+        params: Any,
+        stats: list[Tensor],
+        images: Tensor,
+        labels: Tensor,
+        optimizer: torch.optim.Optimizer,
+        lr: HypergradientLR | None,
+    ) -> float:
         syn = self.dsa(images, params, labels) if params is not None else images
         loss = sum(t.weight * t.loss(ctx, s, syn, labels) for t, s in zip(self.terms, stats))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.learn_lr:
-            self._hypergradient(images, optimizer, hyper)
+        if lr is not None:
+            lr.update(images)
         optimizer.step()
         with torch.no_grad():
             images.clamp_(0, 1)
         return float(loss.detach())
 
-    def _hypergradient(self, images: Tensor, optimizer: torch.optim.Optimizer, hyper: dict[str, Any]) -> None:
-        """Multiplicative hypergradient descent on the image learning rate.
-
-        References:
-            Baydin et al., "Online Learning Rate Adaptation with Hypergradient Descent", ICLR 2018, arXiv:1703.04782.
-        """
-        grad = images.grad.detach().flatten().clone()
-        prev = hyper["prev_grad"]
-        if prev is not None:
-            cos = torch.dot(grad, prev) / (grad.norm() * prev.norm() + 1e-12)
-            lr0 = self.lr_img
-            hyper["lr"] = float(min(max(hyper["lr"] * (1 + 0.02 * float(cos)), lr0 / 100), lr0 * 100))
-        hyper["prev_grad"] = grad
-        for group in optimizer.param_groups:
-            group["lr"] = hyper["lr"]
-
     # ------------------------------------------------------------------ privacy
-    def privacy_section(self, mechanism: Mechanism, accountant: PrivacyAccountant | None) -> dict[str, Any]:
-        """The manifest's privacy section (recomputable from σ, q, T, δ)."""
+    def privacy_section(
+        self, mechanism: Mechanism, accountant: PrivacyAccountant | None, bank: StatisticsBank | None = None
+    ) -> dict[str, Any]:
+        """The manifest's privacy section: ε recomputable from the recorded history and δ."""
         import opacus
 
-        if accountant is None:
+        if accountant is None or self.plan is None:
             return {"private": False, "epsilon": "inf", "statement": "NOT differentially private"}
         assert isinstance(mechanism, GaussianMechanism)
+        releases = len(bank) if bank is not None else self.plan.releases
+        plan = self.plan.to_dict()
         return {
             "private": True,
             "epsilon": accountant.epsilon(),
-            "target_epsilon": self.config.privacy.epsilon,
-            "delta": accountant.delta,
-            "noise_multiplier": mechanism.noise_multiplier,
-            "sample_rate": mechanism.sample_rate,
-            "steps": accountant.steps,
+            **plan,
+            "steps": releases,
+            "releases_done": releases,
+            "optimisation_steps": self.config.iterations,
             "clip_bounds": {t.name: t.clip for t in self.terms},
             "sensitivity": mechanism.sensitivity,
-            "accountant": accountant.mechanism,
             "accountant_history": accountant.state_dict()["history"],
             "opacus_version": opacus.__version__,
-            "mechanism": "Poisson-sampled Gaussian mechanism on per-class sums of clipped per-sample vectors",
+            "mechanism": (
+                "per release: Poisson-sampled Gaussian mechanism on per-class sums of clipped per-sample vectors; "
+                + ("class counts declared public by the user" if plan["counts"] == "public"
+                   else "class counts released once through a Gaussian mechanism (sensitivity 1), composed")
+            ),
             "noise_seed": (
                 "given by the caller (must be kept secret)"
                 if mechanism.noise_seed_given
-                else "secret: drawn from the OS CSPRNG, not recorded here (checkpoints hold it: keep them private)"
+                else "secret: 128-bit key from the OS CSPRNG, not recorded here (checkpoints hold it: keep them private)"
             ),
             "not_covered": list(NOT_COVERED),
         }
 
     # ------------------------------------------------------------------ checkpoints
-    def _save_checkpoint(
+    def _save(
         self,
         path: str | Path,
         step: int,
-        images: Tensor,
-        optimizer: torch.optim.Optimizer,
-        hyper: dict[str, Any],
-        losses: list[float],
-        eps_hist: list[tuple[int, float]],
+        state: tuple[Tensor, torch.optim.Optimizer, HypergradientLR | None, StatisticsBank, list, list],
         accountant: PrivacyAccountant | None,
+        mechanism: Mechanism | None,
     ) -> None:
-        tensors: dict[str, Tensor] = {"images": images.detach().cpu().contiguous()}
-        opt_state = optimizer.state_dict()
-        scalars: dict[str, Any] = {}
-        for pid, state in opt_state["state"].items():
-            for key, value in state.items():
-                if isinstance(value, Tensor):
-                    tensors[f"opt.{pid}.{key}"] = value.detach().cpu().contiguous()
-                else:
-                    scalars[f"{pid}.{key}"] = value
-        if hyper["prev_grad"] is not None:
-            tensors["hyper.prev_grad"] = hyper["prev_grad"].cpu().contiguous()
+        images, optimizer, lr, bank, losses, eps_hist = state
+        opt_tensors, opt_record = optimizer_to_tensors(optimizer)
+        lr_tensors, lr_record = lr.state() if lr is not None else ({}, None)
+        tensors = {"images": images, **opt_tensors, **lr_tensors, **{f"bank.{k}": v for k, v in bank.tensors().items()}}
+        secret = None
+        if isinstance(mechanism, GaussianMechanism) and self.plan is not None:
+            # SECRET: the stream key and the released counts; checkpoints stay with the data owner
+            secret = {**mechanism.streams.state_dict(), "counts": list(self.plan.estimated_counts)}
         meta = {
-            "kind": "securedc-checkpoint",
             "step": step,
             "config": self.config.to_dict(),
-            "optimizer_param_groups": opt_state["param_groups"],
-            "optimizer_scalars": scalars,
-            "lr": hyper["lr"],
+            "optimizer": opt_record,
+            "lr": lr_record,
             "losses": losses,
             "epsilon_history": eps_hist,
+            "bank_capacity": bank.capacity,
             "accountant": accountant.state_dict() if accountant is not None else None,
-            # SECRET (DP): the mechanism's sampling/noise seed; checkpoints must stay private
-            "noise_seed": str(self._ckpt_noise_seed) if accountant is not None else None,
+            "privacy_plan": self.plan.to_dict() if self.plan is not None else None,
+            "secret": secret,
         }
-        data = st_save(tensors, metadata={"securedc_checkpoint": json.dumps(meta, allow_nan=False)})
-        atomic_write_bytes(path, data)
+        save_checkpoint(path, tensors, meta)
 
-    def _load_checkpoint(
+    def _resume(
         self,
         path: str | Path,
         images: Tensor,
         optimizer: torch.optim.Optimizer,
-        hyper: dict[str, Any],
+        lr: HypergradientLR | None,
+        bank: StatisticsBank,
         accountant: PrivacyAccountant | None,
     ) -> tuple[int, list[float], list[tuple[int, float]], PrivacyAccountant | None]:
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"checkpoint {path} not found")
-        raw = path.read_bytes()
-        try:
-            tensors = st_load(raw)
-            header_len = int.from_bytes(raw[:8], "little")
-            header = json.loads(raw[8 : 8 + header_len])
-            meta = json.loads(header["__metadata__"]["securedc_checkpoint"])
-        except (SafetensorError, KeyError, ValueError, TypeError) as err:
-            raise DataError(f"{path} is not a securedc checkpoint: {err}") from None
-        saved = meta["config"]
-        mine = self.config.to_dict()
-        free = ("iterations", "checkpoint_every", "device", "real_chunk", "real_precision")  # no effect on the math
+        tensors, meta = load_checkpoint(path)
+        saved, mine = meta["config"], self.config.to_dict()
+        free = ("iterations", "checkpoint_every", "device", "real_chunk", "real_precision", "releases", "reuse",
+                "bank_memory_gb")
         differing = [k for k in mine if k not in free and saved.get(k) != mine[k]]
         if differing:
             raise ConfigError(f"checkpoint {path} was made with a different configuration ({', '.join(differing)})")
+        if (meta["accountant"] is None) != (accountant is None):
+            raise PrivacyError("cannot resume a private run from a non-private checkpoint or the reverse")
         if tensors["images"].shape != images.shape:
             raise DataError(f"checkpoint images have shape {tuple(tensors['images'].shape)}, expected {tuple(images.shape)}")
         with torch.no_grad():
             images.copy_(tensors["images"].to(images.device))
-        state: dict[int, dict[str, Any]] = {}
-        for key, value in tensors.items():
-            if key.startswith("opt."):
-                _, pid, name = key.split(".", 2)
-                state.setdefault(int(pid), {})[name] = value.to(self.device)
-        for key, value in meta["optimizer_scalars"].items():
-            pid, name = key.split(".", 1)
-            state.setdefault(int(pid), {})[name] = value
-        optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_param_groups"]})
-        hyper["lr"] = meta["lr"]
-        hyper["prev_grad"] = tensors.get("hyper.prev_grad")
-        if meta["accountant"] is not None:
+        optimizer_from_tensors(optimizer, tensors, meta["optimizer"], device=self.device)
+        if lr is not None and meta.get("lr") is not None:
+            lr.load(tensors, meta["lr"])
+        saved_bank = {k.removeprefix("bank."): v for k, v in tensors.items() if k.startswith("bank.")}
+        if saved_bank["seeds"].numel() > bank.capacity:
+            raise ConfigError(
+                f"checkpoint {path} holds {saved_bank['seeds'].numel()} releases but this run makes {bank.capacity}; "
+                "resume with the original --iterations/--releases"
+            )
+        seeds = saved_bank["seeds"].tolist()
+        for r, seed in enumerate(seeds):
+            bank.add(int(seed), [saved_bank[f"stat.{k}"][r].to(self.device) for k in range(len(saved_bank) - 1)])
+        if accountant is not None:
             accountant = PrivacyAccountant.from_state_dict(meta["accountant"])
-        elif accountant is not None:
-            raise PrivacyError("cannot resume a private run from a non-private checkpoint")
         eps_hist = [tuple(x) for x in meta["epsilon_history"]]
-        if meta.get("noise_seed") is not None:
-            self._ckpt_noise_seed = int(meta["noise_seed"])
-        logger.info("resumed from %s at step %d", path, meta["step"])
+        logger.info("resumed from %s at step %d with %d releases", path, meta["step"], len(bank))
         return int(meta["step"]), list(meta["losses"]), eps_hist, accountant  # type: ignore[return-value]

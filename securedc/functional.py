@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["class_sums", "class_means", "clip_rows"]
+__all__ = ["class_sums", "class_means", "clip_rows", "zero_nonfinite_rows"]
 
 
 def class_sums(vectors: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -52,3 +52,22 @@ def clip_rows(vectors: Tensor, bound: float) -> Tensor:
     norms = vectors.norm(dim=1, keepdim=True)
     factor = (bound / (norms + 1e-12)).clamp(max=1.0)
     return vectors * factor
+
+
+def zero_nonfinite_rows(vectors: Tensor) -> tuple[Tensor, int]:
+    """Replace every row holding a NaN or ±inf by zeros; returns (rows, how many were zeroed).
+
+    A non-finite row would turn its class sum into NaN after clipping and so reveal that the
+    example was sampled; a zero row adds nothing and is within any clipping bound.
+
+    Example:
+        >>> rows, n = zero_nonfinite_rows(torch.tensor([[1.0, float("nan")], [2.0, 3.0]]))
+        >>> rows, n
+        (tensor([[0., 0.],
+                [2., 3.]]), 1)
+    """
+    bad = ~torch.isfinite(vectors).all(dim=1)
+    count = int(bad.sum())
+    if count:
+        vectors = torch.where(bad[:, None], torch.zeros((), dtype=vectors.dtype, device=vectors.device), vectors)
+    return vectors, count

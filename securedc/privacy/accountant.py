@@ -15,44 +15,10 @@ from typing import Any
 
 import opacus
 from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
 
 from securedc.errors import PrivacyError
 
-__all__ = ["PrivacyAccountant", "calibrate_noise"]
-
-
-def calibrate_noise(
-    *, target_epsilon: float, target_delta: float, sample_rate: float, steps: int, accountant: str = "rdp"
-) -> float:
-    """σ such that ``steps`` sampled-Gaussian steps at rate q spend at most ``target_epsilon``.
-
-    Uses ``opacus.accountants.utils.get_noise_multiplier`` (ε tolerance min(0.01, 0.5 % of ε)).
-
-    Raises:
-        PrivacyError: the target cannot be reached (e.g. absurdly small ε).
-
-    Example:
-        >>> s = calibrate_noise(target_epsilon=8, target_delta=1e-5, sample_rate=0.01, steps=100)
-        >>> 0.3 < s < 1.5
-        True
-    """
-    if steps < 1:
-        raise PrivacyError("a private run needs at least one iteration")
-    try:
-        return float(
-            get_noise_multiplier(
-                target_epsilon=target_epsilon,
-                target_delta=target_delta,
-                sample_rate=sample_rate,
-                steps=steps,
-                accountant=accountant,
-                # relative tolerance: the calibrated run spends within 0.5 % of the target, never more
-                epsilon_tolerance=min(0.01, 0.005 * target_epsilon),
-            )
-        )
-    except ValueError as err:
-        raise PrivacyError(f"cannot calibrate noise for epsilon={target_epsilon}: {err}") from None
+__all__ = ["PrivacyAccountant"]
 
 
 class PrivacyAccountant:

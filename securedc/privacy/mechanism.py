@@ -1,4 +1,4 @@
-"""Access to the real data: one Gaussian mechanism per step (DESIGN.md §2).
+"""Access to the real data: one Gaussian mechanism per release (docs/privacy.md).
 
 The condenser never holds the real images. It hands a *vector function* to a
 mechanism, which samples real examples, turns each into one row per term, and
@@ -8,12 +8,15 @@ returns per-class statistics:
   statistics (``Discrepancy.reduce``), real-image initialisation allowed.
 * :class:`GaussianMechanism` (DP): Poisson sampling with rate q, per-part clipping to
   C_k, per-class sums, Gaussian noise N(0, σ²C²) with C = sqrt(Σ C_k²) on every class
-  sum, division by the *public* expected count q·N_c. One example touches one class,
-  so the release of a step is one sampled Gaussian mechanism with sensitivity C.
+  sum, division by the expected count q·N_c, where N_c is either declared public by the
+  user or itself released through the mechanism (:meth:`GaussianMechanism.release_counts`).
+  One example touches one class, so a release is one sampled Gaussian mechanism with
+  sensitivity C under add/remove-one neighbours.
 
 Privacy:
-    Class counts N_c are treated as public. Everything the mechanism releases is
-    covered by the accountant's (ε, δ); nothing else about the real data leaves it.
+    Everything the mechanism releases is covered by the accountant's (ε, δ); nothing else
+    about the real data leaves it. Its secret randomness comes from
+    :class:`~securedc.privacy.streams.SecretStreams` (one stream per release and class).
 
 References:
     Abadi et al., "Deep Learning with Differential Privacy", CCS 2016, arXiv:1607.00133.
@@ -24,14 +27,14 @@ from __future__ import annotations
 
 import abc
 import math
-import secrets
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from securedc.errors import DataError, PrivacyError
-from securedc.functional import class_means, class_sums, clip_rows
+from securedc.functional import class_means, class_sums, clip_rows, zero_nonfinite_rows
+from securedc.privacy.streams import COUNTS_DOMAIN, SecretStreams
 
 __all__ = [
     "class_generator",
@@ -42,6 +45,7 @@ __all__ = [
     "GaussianMechanism",
     "poisson_sample",
     "noisy_class_means",
+    "clipped_class_sums",
 ]
 
 #: maps a real batch (images in [0,1], labels) to one ``[n, d_k]`` tensor per term
@@ -79,19 +83,18 @@ def noisy_class_means(
     noise_multiplier: float,
     expected_counts: Tensor,
     generator: torch.Generator | None = None,
-    class_generators: Sequence[torch.Generator | None] | None = None,
 ) -> list[Tensor]:
-    """Clip each part per sample, sum per class, add Gaussian noise, divide by public counts.
+    """Functional core of one release: clip each part per sample, sum per class, add noise, divide.
+
+    Non-finite rows are zeroed before clipping (:func:`~securedc.functional.zero_nonfinite_rows`).
 
     Args:
         parts: one ``[n, d_k]`` tensor per term (same rows = same examples).
         labels: ``[n]`` class of each row.
         clip_bounds: C_k for each part.
         noise_multiplier: σ; the noise std on each class sum is ``σ · sqrt(Σ C_k²)``.
-        expected_counts: ``[C]`` public expected sample size per class, q·N_c.
-        generator: source of the noise when ``class_generators`` is not given.
-        class_generators: one generator per class (``None`` = that class is not
-            released here and its row stays zero).
+        expected_counts: ``[C]`` public normaliser per class (q·N_c).
+        generator: source of the noise (tests and examples; the mechanism uses secret streams).
 
     Returns:
         One ``[C, d_k]`` noisy mean per part.
@@ -99,8 +102,7 @@ def noisy_class_means(
     Example:
         >>> parts = [torch.ones(4, 2)]
         >>> out = noisy_class_means(parts, torch.tensor([0, 0, 1, 1]), clip_bounds=[10.0],
-        ...     noise_multiplier=0.0, expected_counts=torch.tensor([2.0, 2.0]),
-        ...     generator=torch.Generator())
+        ...     noise_multiplier=0.0, expected_counts=torch.tensor([2.0, 2.0]))
         >>> out[0]
         tensor([[1., 1.],
                 [1., 1.]])
@@ -108,20 +110,30 @@ def noisy_class_means(
     if len(parts) != len(clip_bounds):
         raise ValueError("one clip bound per part is required")
     num_classes = expected_counts.shape[0]
+    sums = clipped_class_sums(parts, labels, clip_bounds=clip_bounds, num_classes=num_classes)[0]
     total_c = math.sqrt(sum(c * c for c in clip_bounds))
-    if class_generators is None:
-        class_generators = [generator or torch.Generator()] * num_classes
-    sums = [class_sums(clip_rows(p.detach().float(), b), labels, num_classes) for p, b in zip(parts, clip_bounds)]
     widths = [s.shape[1] for s in sums]
-    noise = torch.zeros(num_classes, sum(widths), dtype=torch.float32)
-    for c, gen in enumerate(class_generators):
-        if gen is not None:
-            noise[c] = torch.randn(sum(widths), generator=gen) * (noise_multiplier * total_c)
-    out, start = [], 0
-    for s, w in zip(sums, widths):
-        out.append((s + noise[:, start : start + w].to(s.device)) / expected_counts.to(s)[:, None])
-        start += w
-    return out
+    noise = torch.randn(num_classes, sum(widths), generator=generator or torch.Generator()) * (noise_multiplier * total_c)
+    return [
+        (s + n) / expected_counts.to(s)[:, None] for s, n in zip(sums, noise.split(widths, dim=1))
+    ]
+
+
+def clipped_class_sums(
+    parts: Sequence[Tensor], labels: Tensor, *, clip_bounds: Sequence[float], num_classes: int
+) -> tuple[list[Tensor], int]:
+    """Per-class sums of per-sample parts, each row zeroed if non-finite, then clipped to C_k.
+
+    Returns:
+        (one ``[C, d_k]`` float32 sum per part, number of examples with a non-finite part).
+    """
+    sums, bad = [], torch.zeros(labels.shape[0], dtype=torch.bool)
+    for p, bound in zip(parts, clip_bounds):
+        p = p.detach().float().cpu()
+        bad |= ~torch.isfinite(p).all(dim=1)
+        rows, _ = zero_nonfinite_rows(p)
+        sums.append(class_sums(clip_rows(rows, bound), labels.cpu(), num_classes))
+    return sums, int(bad.sum())
 
 
 class Mechanism(abc.ABC):
@@ -245,23 +257,35 @@ class ExactMechanism(Mechanism):
 class GaussianMechanism(Mechanism):
     """DP access: Poisson sampling + per-part clipping + Gaussian noise on class sums.
 
+    Construction holds the data; :meth:`configure` fixes (q, σ, normaliser) once the run is
+    calibrated (:mod:`securedc.privacy.calibration`). Every access to the real data is one of
+
+    * :meth:`release_counts` — per-class counts plus N(0, σ₀²) (sensitivity 1), once, when the
+      user does not declare the counts public;
+    * :meth:`release` — one Poisson-sampled Gaussian release of the per-class sums of every
+      term's clipped per-sample vector.
+
+    Each access is appended to :attr:`accesses` (kind, σ, q), so a test or the owner can check
+    the accountant's history against what really touched the data.
+
     Args:
         images, labels: the real training set (held privately here).
         num_classes: C.
-        sample_rate: q, the same for every example.
-        noise_multiplier: σ.
         clip_bounds: C_k per part (one per active term, in the order ``vector_fn`` returns them).
-        noise_seed: SECRET seed of the Poisson sampling and of the noise. ``None`` (default)
-            draws it from the operating system's CSPRNG (:mod:`secrets`); it is never put in
-            the manifest. Give it explicitly only for reproducible tests or for processes
-            that must draw the same noise (class subsets), and never publish it.
+        classes: the classes this process releases (all by default).
+        streams: the SECRET random streams (:class:`SecretStreams`); ``None`` draws a fresh
+            128-bit key from the OS CSPRNG. It is never put in a manifest.
+        noise_seed: shorthand for ``streams=SecretStreams(key=noise_seed)`` (tests, class-subset
+            processes of one run); never publish it.
+        chunk: real examples per call of ``vector_fn`` (bounds memory; results do not depend on it).
 
     Privacy:
-        The step seeds derive from the public master seed, which the manifest records. If
-        the sampling and the noise were drawn from those seeds alone, anyone holding the
-        manifest could regenerate the noise and re-run the deterministic condensation on
-        candidate datasets, which voids the guarantee. Both are therefore keyed by the
-        secret ``noise_seed`` as well; checkpoints store it (keep checkpoints private).
+        One example touches one class, so the release of a step is one sampled Gaussian
+        mechanism with sensitivity ``C = sqrt(Σ C_k²)`` under add/remove-one neighbours.
+        Sampling coins and noise come from per-(release, class) secret streams that never repeat;
+        an empty Poisson sample runs ``vector_fn`` on a zero image (same work, no real data);
+        non-finite per-sample rows are zeroed before clipping and counted in
+        :attr:`nonfinite_rows` (the owner's log, never released).
     """
 
     private = True
@@ -272,52 +296,120 @@ class GaussianMechanism(Mechanism):
         labels: Tensor,
         *,
         num_classes: int,
-        sample_rate: float,
-        noise_multiplier: float,
         clip_bounds: Sequence[float],
         classes: Sequence[int] | None = None,
+        streams: SecretStreams | None = None,
         noise_seed: int | None = None,
+        sample_rate: float | None = None,
+        noise_multiplier: float | None = None,
+        chunk: int = 2048,
     ) -> None:
         super().__init__(images, labels, num_classes=num_classes, classes=classes)
-        self.noise_seed = int(noise_seed) if noise_seed is not None else secrets.randbits(62)
-        self.noise_seed_given = noise_seed is not None
-        if not (0 < sample_rate <= 1):
-            raise PrivacyError(f"sample rate q must be in (0, 1] (got {sample_rate})")
-        self.sample_rate = float(sample_rate)
-        self.noise_multiplier = float(noise_multiplier)
+        if streams is not None and noise_seed is not None:
+            raise PrivacyError("give either streams or noise_seed, not both")
+        self.streams = streams if streams is not None else SecretStreams(key=noise_seed)
         self.clip_bounds = [float(c) for c in clip_bounds]
-        self.expected_counts = self.class_counts.double() * self.sample_rate
+        if any(not (math.isfinite(c) and c > 0) for c in self.clip_bounds):
+            raise PrivacyError(f"clip bounds must be finite and > 0 (got {self.clip_bounds})")
+        self.chunk = int(chunk)
+        self.sample_rate: float | None = None
+        self.noise_multiplier: float | None = None
+        self.expected_counts: Tensor | None = None
+        self.accesses: list[tuple[str, float, float]] = []
+        self.nonfinite_rows = 0
         self.last_batch_size = 0
         order = torch.argsort(labels, stable=True)
         self._by_class = [order[labels[order] == c] for c in range(num_classes)]
+        if sample_rate is not None and noise_multiplier is not None:  # counts treated as public
+            self.configure(
+                sample_rate=sample_rate,
+                noise_multiplier=noise_multiplier,
+                expected_counts=self.class_counts.double() * float(sample_rate),
+            )
+
+    @property
+    def noise_seed_given(self) -> bool:
+        return self.streams.given
 
     @property
     def sensitivity(self) -> float:
         return math.sqrt(sum(c * c for c in self.clip_bounds))
 
+    def configure(self, *, sample_rate: float, noise_multiplier: float, expected_counts: Tensor) -> None:
+        """Fix q, σ and the public normaliser (expected sampled count per class)."""
+        if not (0 < sample_rate <= 1):
+            raise PrivacyError(f"sample rate q must be in (0, 1] (got {sample_rate})")
+        if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
+            raise PrivacyError(f"noise multiplier must be finite and >= 0 (got {noise_multiplier})")
+        if expected_counts.shape != (self.num_classes,) or bool((expected_counts <= 0).any()):
+            raise PrivacyError("expected counts must be one positive number per class")
+        self.sample_rate = float(sample_rate)
+        self.noise_multiplier = float(noise_multiplier)
+        self.expected_counts = expected_counts.double().clone()
+
+    def release_counts(self, *, noise_multiplier: float) -> Tensor:
+        """Per-class counts + N(0, σ₀²), shrunk towards their mean (post-processing); all classes.
+
+        Under add/remove-one neighbours the count vector has L2 sensitivity 1, so this is a
+        Gaussian mechanism with noise multiplier σ₀ (q = 1). The noisy counts are shrunk towards
+        their average by the empirical-Bayes factor ``λ = max(0, s² − σ₀²) / s²`` (s² = the noisy
+        counts' variance), which only post-processes the release; results are clamped to ≥ 1.
+
+        Returns:
+            ``[C]`` float64 estimated counts.
+        """
+        if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
+            raise PrivacyError(f"count noise multiplier must be > 0 (got {noise_multiplier})")
+        noise = torch.stack(
+            [self.streams.normal(0, c, 1, domain=COUNTS_DOMAIN)[0] for c in range(self.num_classes)]
+        )
+        self.accesses.append(("counts", float(noise_multiplier), 1.0))
+        noisy = self.class_counts.double() + noise_multiplier * noise
+        spread = float(noisy.var()) if self.num_classes > 1 else 0.0
+        lam = max(0.0, spread - noise_multiplier**2) / spread if spread > 0 else 0.0
+        return (lam * noisy + (1 - lam) * noisy.mean()).clamp_min(1.0)
+
+    def _poisson(self, release: int, cls: int) -> Tensor:
+        members = self._by_class[cls]
+        assert self.sample_rate is not None
+        coins = self.streams.uniform(release, cls, members.numel())
+        return members[(coins < self.sample_rate).nonzero().flatten()]
+
     def release(self, vector_fn, *, seed, reducers=None, device="cpu"):
-        gens: list[torch.Generator | None] = [None] * self.num_classes
-        picks = []
-        keyed = (seed * 2_862_933_555_777_941_757 + self.noise_seed) % (2**63 - 1)
-        for c in self.classes:
-            gens[c] = class_generator(keyed, c)
-            members = self._by_class[c]
-            picks.append(members[poisson_sample(members.numel(), self.sample_rate, generator=gens[c])])
-        idx = torch.cat(picks)
+        if self.sample_rate is None or self.noise_multiplier is None or self.expected_counts is None:
+            raise PrivacyError("the mechanism is not calibrated: call configure() first")
+        release = int(seed)
+        idx = torch.cat([self._poisson(release, c) for c in self.classes])
         self.last_batch_size = int(idx.numel())
-        x, y = self._images[idx].to(device), self._labels[idx].to(device)
-        if idx.numel() == 0:
-            parts = [p[:0] for p in vector_fn(self._images[:1].to(device), self._labels[:1].to(device))]
-        else:
-            parts = list(vector_fn(x, y))
+        self.accesses.append(("statistics", self.noise_multiplier, self.sample_rate))
+        sums: list[Tensor] | None = None
+        if idx.numel() == 0:  # same work on a zero image: the timing does not reveal an empty sample
+            zero = torch.zeros(1, *self.image_shape, device=device)
+            parts = list(vector_fn(zero, torch.tensor([self.classes[0]], device=device)))
+            sums = [torch.zeros(self.num_classes, p.shape[1]) for p in parts]
+            self._check_parts(parts)
+        for start in range(0, idx.numel(), self.chunk):
+            part_idx = idx[start : start + self.chunk]
+            x, y = self._images[part_idx].to(device), self._labels[part_idx]
+            parts = list(vector_fn(x, y.to(device)))
+            self._check_parts(parts)
+            chunk_sums, bad = clipped_class_sums(parts, y, clip_bounds=self.clip_bounds, num_classes=self.num_classes)
+            self.nonfinite_rows += bad
+            sums = chunk_sums if sums is None else [a + b for a, b in zip(sums, chunk_sums)]
+        assert sums is not None
+        widths = [s.shape[1] for s in sums]
+        scale = self.noise_multiplier * self.sensitivity
+        noise = torch.zeros(self.num_classes, sum(widths), dtype=torch.float32)
+        for c in self.classes:
+            noise[c] = self.streams.normal(release, c, sum(widths)).float() * scale
+        out = []
+        for s, n in zip(sums, noise.split(widths, dim=1)):
+            mean = (s + n) / self.expected_counts.float()[:, None]
+            keep = torch.zeros(self.num_classes, 1)
+            keep[self.classes] = 1.0
+            out.append((mean * keep).to(device))
+        return out
+
+    def _check_parts(self, parts: Sequence[Tensor]) -> None:
         if len(parts) != len(self.clip_bounds):
             raise PrivacyError(f"vector_fn returned {len(parts)} parts for {len(self.clip_bounds)} clip bounds")
-        stats = noisy_class_means(
-            [p.detach().cpu() for p in parts],
-            y.cpu(),
-            clip_bounds=self.clip_bounds,
-            noise_multiplier=self.noise_multiplier,
-            expected_counts=self.expected_counts,
-            class_generators=gens,
-        )
-        return [s.float().to(device) for s in stats]

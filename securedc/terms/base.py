@@ -47,6 +47,10 @@ class StepContext:
         real_precision: ``"fp32"`` or ``"bf16"``: precision a term may use for its real-side
             *network forward* (see :mod:`securedc.batching`); terms that need input or
             per-sample weight gradients (PGD, Opacus) ignore it and stay fp32.
+        release: index of the statistics-bank release whose statistic this step uses (its
+            network, generator and DSA parameters are that release's); with one release per
+            step it equals ``step``. ``prepare`` must be a deterministic function of the
+            context (plus term state keyed by ``release``), since phase 2 re-creates old releases.
     """
 
     step: int
@@ -58,6 +62,7 @@ class StepContext:
     synthetic_labels: Tensor
     model_factory: Callable[[int], nn.Module]
     real_precision: str = "fp32"
+    release: int = 0
 
 
 def register_term(name: str) -> Callable[[type], type]:
