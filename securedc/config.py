@@ -90,7 +90,7 @@ def default_delta(num_examples: int) -> float:
 
 @dataclass(frozen=True, kw_only=True)
 class PrivacyConfig:
-    """Differential-privacy settings (DESIGN.md §2).
+    """Differential-privacy settings (docs/privacy.md).
 
     Attributes:
         epsilon: target ε; ``inf`` means non-private (exact means, no clipping).
@@ -98,12 +98,21 @@ class PrivacyConfig:
         accountant: ``"rdp"`` (default) or ``"prv"`` (opacus accountants).
         clip: per-part clipping bound C_k of each term's per-sample vector; the total
             sensitivity is ``sqrt(sum C_k^2)``.
+        sample_rate: Poisson rate q of each release; ``None`` = the signal-to-noise rule of
+            :mod:`securedc.privacy.calibration` (chosen from ε, δ and R only, never from data).
+        counts: ``"released"`` (default: the per-class counts are released once through the
+            Gaussian mechanism with ``count_share`` of the budget and composed into the same
+            accountant) or ``"public"`` (the user declares the class counts public; recorded).
+        count_share: share of ε the count release would spend on its own.
     """
 
     epsilon: float = math.inf
     delta: float | None = None
     accountant: Literal["rdp", "prv"] = "rdp"
     clip: float = 1.0
+    sample_rate: float | None = None
+    counts: Literal["released", "public"] = "released"
+    count_share: float = 0.1
 
     @property
     def private(self) -> bool:
@@ -119,6 +128,12 @@ class PrivacyConfig:
             out.append(f"--accountant must be 'rdp' or 'prv' (got {self.accountant!r})")
         if not (math.isfinite(self.clip) and self.clip > 0):
             out.append(f"--clip must be a finite number > 0 (got {self.clip})")
+        if self.sample_rate is not None and not (0 < self.sample_rate <= 1):
+            out.append(f"--sample-rate must be in (0, 1] (got {self.sample_rate})")
+        if self.counts not in ("released", "public"):
+            out.append(f"--counts must be 'released' or 'public' (got {self.counts!r})")
+        if not (0 < self.count_share < 1):
+            out.append(f"--count-share must be in (0, 1) (got {self.count_share})")
         return out
 
 
@@ -133,7 +148,15 @@ class AdversarialConfig:
         weight: weight of the adversarial term in the objective.
         perturb_synthetic: also perturb the synthetic images (min-max form).
         attack_network: ``"random"`` (the step's random network) or ``"synthetic"``
-            (a network briefly trained on S, post-processing only).
+            (a network briefly trained on S, post-processing only); ``perturbed`` mode only.
+        mode: ``"robust-features"`` (match real features under a robust extractor) or
+            ``"perturbed"`` (the earlier variant: PGD-perturbed real data under the step network).
+        robust_extractor: path of safetensors weights of a robust extractor trained on data the
+            user declares public (``--robust-extractor``); ``None`` = adversarially trained on S only.
+        extractor_epochs: adversarial-training epochs of the first extractor round on S.
+        retrain_every: releases per extractor round (alternation with condensation).
+        soft_labels: export per-image soft labels of S from the robust teacher.
+        soft_label_temperature: softmax temperature of the soft labels.
     """
 
     eps: float = 0.0
@@ -142,6 +165,12 @@ class AdversarialConfig:
     weight: float = 1.0
     perturb_synthetic: bool = False
     attack_network: Literal["random", "synthetic"] = "random"
+    mode: Literal["robust-features", "perturbed"] = "robust-features"
+    robust_extractor: str | None = None
+    extractor_epochs: int = 30
+    retrain_every: int = 50
+    soft_labels: bool = False
+    soft_label_temperature: float = 1.0
 
     @property
     def enabled(self) -> bool:
@@ -163,12 +192,19 @@ class AdversarialConfig:
             out.append(f"--adv-weight must be >= 0 (got {self.weight})")
         if self.attack_network not in ("random", "synthetic"):
             out.append(f"--adv-network must be 'random' or 'synthetic' (got {self.attack_network!r})")
+        if self.mode not in ("robust-features", "perturbed"):
+            out.append(f"--adv-mode must be 'robust-features' or 'perturbed' (got {self.mode!r})")
+        if self.extractor_epochs < 0 or self.retrain_every < 1:
+            out.append(f"extractor epochs must be >= 0 and retrain_every >= 1 (got {self.extractor_epochs}, "
+                       f"{self.retrain_every})")
+        if not (math.isfinite(self.soft_label_temperature) and self.soft_label_temperature > 0):
+            out.append(f"--soft-label-temperature must be > 0 (got {self.soft_label_temperature})")
         return out
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-    """Protocol for training fresh models on a condensed set (ANCHORS.md reference protocol).
+    """Protocol for training fresh models on a condensed set (the reference protocol of docs/benchmarks.md).
 
     Attributes:
         models: number of fresh models (mean ± std is reported).
@@ -223,10 +259,9 @@ class CondenseConfig:
         lr_img: image learning rate in pixel units (images live in ``[0, 1]``), or ``None``
             for the default of :meth:`resolved_lr_img`: SGD from real-image init uses DM's
             lr 1.0 *in normalised units* (``(x - mean) / std``, Zhao & Bilen's reference),
-            i.e. ``mean(std)**2`` in pixel units (0.125 on Fashion-MNIST; 8x smaller steps
-            scored 79.8 vs 79.2 % on a validation split, ``benchmarks/results/tune_fmnist.md``);
-            SGD from ``mix`` or noise init uses 1.0 (blurred prototypes and noise must travel
-            further; on digits ``mix`` scored 93.8 % at 1.0 vs 93.3 % at std**2); Adam 0.01.
+            i.e. ``mean(std)**2`` in pixel units (0.125 on Fashion-MNIST); SGD from ``mix`` or
+            noise init uses 1.0 (blurred prototypes and noise must travel further); Adam 0.01.
+            The defaults were chosen on public validation splits (docs/benchmarks.md).
         momentum: SGD momentum.
         learn_lr: adapt the image learning rate online with hypergradient descent.
         batch_real: real images per class per step (non-private) or the *expected*
@@ -242,7 +277,13 @@ class CondenseConfig:
             synthetic side, gradients, clipping and noise always stay fp32.
         grad_weight: weight of the (DP-)gradient-matching term; 0 disables.
         dist_weight: weight of the distribution-discrepancy term.
-        seed: master seed; every step derives its own generator from (seed, step).
+        seed: master seed; every release derives its own generator from (seed, release).
+        reuse: non-private runs: optimisation steps per release of the statistics bank
+            (1 = a fresh network and real batch every step, as DM); ``releases`` overrides it.
+        releases: R, the number of releases of the statistics bank (:mod:`securedc.bank`);
+            ``None`` = ``ceil(iterations / reuse)`` when non-private, ``min(iterations, 100)``
+            in DP mode. Only releases touch real data; the accountant sees R, never K.
+        bank_memory_gb: refuse a statistics bank larger than this (R × C × Σ d_k floats).
         checkpoint_every: save a checkpoint every K steps (0 = only on interrupt/end).
         device: torch device string.
     """
@@ -266,6 +307,9 @@ class CondenseConfig:
     grad_weight: float = 0.0
     dist_weight: float = 1.0
     seed: int = 0
+    reuse: int = 1
+    releases: int | None = None
+    bank_memory_gb: float = 4.0
     checkpoint_every: int = 0
     device: str = "cpu"
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -276,6 +320,15 @@ class CondenseConfig:
         if self.init == "auto":
             return "noise" if self.privacy.private else "mix"
         return self.init
+
+    @property
+    def resolved_releases(self) -> int:
+        """R: releases of the statistics bank (see ``releases``)."""
+        if self.releases is not None:
+            return self.releases
+        if self.privacy.private:
+            return max(1, min(self.iterations, 100))
+        return max(1, math.ceil(self.iterations / self.reuse))
 
     def resolved_lr_img(self, std: Sequence[float]) -> float:
         """The image learning rate in pixel units (see ``lr_img``), given the public std."""
@@ -318,6 +371,14 @@ class CondenseConfig:
             out.append(f"--checkpoint-every must be >= 0 (got {self.checkpoint_every})")
         if self.seed < 0:
             out.append(f"--seed must be >= 0 (got {self.seed})")
+        if self.reuse < 1:
+            out.append(f"--reuse must be >= 1 (got {self.reuse}); 1 = a fresh release every step")
+        if self.releases is not None and self.releases < 1:
+            out.append(f"--releases must be >= 1 (got {self.releases})")
+        if self.releases is not None and self.iterations >= 1 and self.releases > self.iterations:
+            out.append(f"--releases {self.releases} exceeds --iterations {self.iterations}: a release serves >= 1 step")
+        if not (math.isfinite(self.bank_memory_gb) and self.bank_memory_gb > 0):
+            out.append(f"--bank-memory must be > 0 GiB (got {self.bank_memory_gb})")
         out += self.privacy.problems()
         out += self.adversarial.problems()
         return out
