@@ -1,4 +1,4 @@
-"""Audit ABC, result type and registry (torchattacks-style template method, STYLE.md skeleton B).
+"""Audit ABC, result type and registry (torchattacks-style template method).
 
 An audit attacks a release and returns an :class:`AuditResult`; ``certify`` turns
 results into pass/fail gates, ``report`` renders them. A new audit is one class

@@ -1,6 +1,6 @@
 """Audit pipeline: reserve non-members, run every audit on a release, certify.
 
-Order of an audited ``securedc condense`` (DESIGN.md §3, "after the loop"):
+Order of an audited ``securedc condense`` (docs/audits.md):
 
 1. :func:`split_members` reserves a stratified ``holdout_fraction`` of the training data as
    *non-members* **before** condensing; the condenser sees only the members.

@@ -15,7 +15,7 @@ CPU-sized protocol (stated, fixed before looking at any result; NOT tuned on the
 Run:
     /work/venv/bin/python benchmarks/dp_fmnist.py            # writes benchmarks/results/dp_fmnist.{json,md}
 
-References (anchors, ../shared/ANCHORS.md): PSG 68.5, NDPDC 77.7, Dosser 80.1 at ε≈1 (IPC 10).
+References (published numbers, docs/benchmarks.md): PSG 68.5, NDPDC 77.7, Dosser 80.1 at ε≈1 (IPC 10).
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def main() -> None:
         f"| median of {args.timing_steps - 1} steps | {timing['non_private']:.2f} | {timing['dp']:.2f} "
         f"| {timing['dp_plus_gradient_term']:.2f} |",
         "",
-        "Anchors at ε≈1 (IPC 10, ANCHORS.md): " + ", ".join(f"{k} {v}" for k, v in ANCHORS.items()),
+        "Published at ε≈1 (IPC 10, docs/benchmarks.md): " + ", ".join(f"{k} {v}" for k, v in ANCHORS.items()),
         "",
     ]
     Path(args.out + ".md").write_text("\n".join(lines))

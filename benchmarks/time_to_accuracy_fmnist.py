@@ -1,6 +1,6 @@
 """Side by side: time-to-accuracy of securedc vs the reference DM loop on Fashion-MNIST IPC 10.
 
-Protocol (ANCHORS.md "measured here"): ConvNet-3, DSA, real-image init, ``--batch-real`` real images
+Protocol (docs/benchmarks.md, the reference DM code on CPU): ConvNet-3, DSA, real-image init, ``--batch-real`` real images
 per class per step; each snapshot is scored by ``--eval-models`` fresh ConvNet-3s trained
 ``--eval-epochs`` epochs on the synthetic set (SGD 0.01/0.9/5e-4, batch 256, DSA, lr x0.1 at half)
 and tested on the 10 000 test images. Phase 1 runs the condensations one after the other with

@@ -5,7 +5,7 @@ Fashion-MNIST's 60 000 training images are split (seeded) into 55 000 to condens
 :class:`~securedc.config.CondenseConfig` and is scored at ``--snapshots`` by fresh ConvNet-3s
 trained on the synthetic set and tested on the validation images. The winner then runs the
 real benchmark (``condense_fmnist.py``) on the test set. Non-private: choosing on private data
-in DP mode would need its own accounting (DESIGN.md), so DP runs use these public choices.
+in DP mode would need its own accounting (docs/privacy.md), so DP runs use these public choices.
 
 Usage:
     python benchmarks/tune_fmnist.py --name sgd-lr1 --set optimizer=sgd lr_img=1.0

@@ -32,7 +32,7 @@ logger = logging.getLogger("securedc.cli")
 
 
 def friendly_errors(fn: Callable[..., None]) -> Callable[..., None]:
-    """Map securedc errors to one stderr line and an exit code (STYLE.md skeleton C)."""
+    """Map securedc errors to one stderr line and an exit code (docs/design.md, "Conventions")."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:

@@ -30,7 +30,7 @@ class DataError(SecuredcError, ValueError):
 
 
 class PrivacyError(SecuredcError, ValueError):
-    """A request would break the differential-privacy rules (see DESIGN.md §2)."""
+    """A request would break the differential-privacy rules (see docs/privacy.md)."""
 
 
 class CertificationError(SecuredcError):

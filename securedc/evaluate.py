@@ -1,6 +1,6 @@
 """Train fresh models on a (condensed) training set and test them on real test data.
 
-Protocol (ANCHORS.md reference): SGD lr 0.01, momentum 0.9, weight decay 5e-4,
+Protocol (the reference protocol of docs/benchmarks.md): SGD lr 0.01, momentum 0.9, weight decay 5e-4,
 batch 256, DSA augmentation while training, lr × 0.1 at half of the epochs; the
 mean ± std over several fresh models is reported. The same routine evaluates a
 random real subset of the same size as the baseline.

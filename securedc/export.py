@@ -2,7 +2,7 @@
 
 A condensed set is saved as ``NAME.safetensors`` with two tensors, ``images``
 ``[M, C, H, W]`` float32 in [0, 1] and ``labels`` ``[M]`` int64, and one metadata key,
-``securedc``, holding the manifest (DESIGN.md §5): version, dataset, configuration,
+``securedc``, holding the manifest (docs/design.md): version, dataset, configuration,
 privacy accounting, audit verdict and the SHA-256 of the tensors. Loading verifies the
 format, the schema version and the hash, so a modified or truncated file is refused
 instead of silently used.
@@ -69,7 +69,7 @@ class CondensedSet:
     Attributes:
         images: ``[M, C, H, W]`` float32 in [0, 1].
         labels: ``[M]`` int64.
-        manifest: The JSON manifest (see DESIGN.md §5), including the keys securedc adds:
+        manifest: The JSON manifest (see docs/design.md), including the keys securedc adds:
             ``format``, ``schema_version``, ``securedc_version``, ``tensor_sha256``,
             ``shape``, ``num_images``.
     """

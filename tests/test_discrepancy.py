@@ -62,7 +62,7 @@ def test_contract(name, features) -> None:
 
 @pytest.mark.parametrize("name", [n for n in NAMES if create_discrepancy(n).private_ok])
 def test_private_statistic_is_a_class_mean_of_bounded_vectors(name, features) -> None:
-    """DESIGN.md §2: the real side is the per-class mean of per-sample vectors."""
+    """docs/design.md: the real side is the per-class mean of per-sample vectors."""
     f, y = features
     d = create_discrepancy(name, normalize=True)
     d.resample(feature_dim=f.shape[1], generator=torch.Generator().manual_seed(0))

@@ -1,4 +1,4 @@
-"""Run every docstring example in securedc, securedc.audits and securedc.plugins (STYLE.md).
+"""Run every docstring example in securedc, securedc.audits and securedc.plugins (docs/design.md).
 
 Modules are imported by their package names (never as top-level ``audits.*``), so
 registries are populated exactly once.

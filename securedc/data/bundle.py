@@ -2,7 +2,7 @@
 
 Every source in :mod:`securedc.data` returns one. Images are float32 ``[N, C, H, W]`` in
 ``[0, 1]``, labels int64 ``[N]`` in ``0..K-1``; normalisation constants are *public*
-(fixed per dataset or given by the user, never computed from the private data — DESIGN.md §2).
+(fixed per dataset or given by the user, never computed from the private data — docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class DatasetBundle:
         fingerprint: SHA-256 hex of the data (:func:`compute_fingerprint`), computed if empty.
 
     Privacy:
-        ``class_counts`` of the training set are treated as public (DESIGN.md §2).
+        ``class_counts`` of the training set are treated as public (see docs/privacy.md).
 
     Example:
         >>> import torch
@@ -142,7 +142,7 @@ class DatasetBundle:
         return int(self.train_images.shape[1])
 
     def class_counts(self) -> Tensor:
-        """Training images per class, int64 ``[num_classes]`` (public by DESIGN.md §2)."""
+        """Training images per class, int64 ``[num_classes]`` (public only if declared so, docs/privacy.md)."""
         return torch.bincount(self.train_labels, minlength=self.num_classes)
 
     def __repr__(self) -> str:

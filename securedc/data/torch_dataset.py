@@ -121,7 +121,7 @@ def bundle_from_torch_dataset(
         name: bundle name.
         classes: class names.
         mean, std: public per-channel normalisation constants (default 0.5 per channel; never
-            computed from the data, see DESIGN.md §2).
+            computed from the data, see docs/privacy.md).
         test_fraction: per-class test share when splitting, in ``[0, 1)``.
         seed: split seed.
         source: description of where the data came from (default: the dataset's type).

@@ -6,7 +6,7 @@ that, from Debian's ``/usr/share/datasets/<name>`` (package ``fashion-mnist``). 
 are downloaded by torchvision only with ``download=True``; network failures become a one-line
 :class:`~securedc.errors.DataError`.
 
-Normalisation constants are the usual published per-channel values (public; DESIGN.md §2).
+Normalisation constants are the usual published per-channel values (public; docs/privacy.md).
 
 References:
     LeCun et al., "Gradient-based learning applied to document recognition", Proc. IEEE 1998 (MNIST).

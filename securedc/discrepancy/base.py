@@ -1,8 +1,8 @@
-"""Discrepancy ABC and registry (opacus-style registry + factory, see STYLE.md).
+"""Discrepancy ABC and registry (opacus-style registry + factory, see docs/design.md).
 
 A discrepancy compares the real class distribution with the synthetic one through
 *per-sample vectors* φ(x) of network features: the real side enters only through
-the per-class mean of φ (DESIGN.md §2), which is exactly what the Gaussian
+the per-class mean of φ (docs/design.md), which is exactly what the Gaussian
 mechanism privatises. Discrepancies whose real statistic is not such a mean set
 ``private_ok = False`` and override :meth:`Discrepancy.reduce`.
 """

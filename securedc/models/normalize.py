@@ -3,7 +3,7 @@
 Images cross package boundaries as float tensors in ``[0, 1]`` (torchattacks' convention);
 each model standardises them itself with :class:`Normalize`, whose mean and std are *public*
 constants (fixed per dataset or given by the user, never computed from private data; see
-DESIGN.md §2). :func:`make_norm` builds the Opacus-compatible feature norms of the DC/DM
+docs/privacy.md). :func:`make_norm` builds the Opacus-compatible feature norms of the DC/DM
 ConvNet (BatchNorm is not allowed under DP-SGD because it mixes samples of a batch).
 
 References:
