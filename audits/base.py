@@ -8,29 +8,16 @@ with ``@register_audit("name")``.
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from securedc.jsonsafe import json_ready
 from securedc.registry import Registry
 
 __all__ = ["AuditResult", "Audit", "register_audit", "create_audit", "list_audits", "json_ready"]
 
 _REGISTRY: Registry["Audit"] = Registry("audit")
-
-
-def json_ready(value: Any) -> Any:
-    """Recursively convert to JSON-safe values (non-finite floats become strings)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return json_ready(value.item())
-    return value
 
 
 @dataclass(frozen=True)

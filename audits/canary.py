@@ -44,6 +44,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from securedc.audits import names as N
 from securedc.audits.base import AuditResult
 from securedc.audits.mia.neighbour import nearest_distance
 from securedc.errors import ConfigError, DataError
@@ -246,9 +247,9 @@ def run_canary_audit(
     if not passed:
         notes.append(f"FAILED: the empirical lower bound {eps_hat:.3f} exceeds the claimed ε {claimed_epsilon:g}")
     metrics = {
-        "epsilon_lower_bound": float(eps_hat),
-        "claimed_epsilon": float(claimed_epsilon),
-        "num_canaries": float(num_canaries),
+        N.EPSILON_LOWER_BOUND: float(eps_hat),
+        N.CLAIMED_EPSILON: float(claimed_epsilon),
+        N.NUM_CANARIES: float(num_canaries),
         "guesses": float(r),
         "correct": float(correct),
         "confidence": float(confidence),

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from securedc.audits import names as N
 from securedc.audits.base import AuditResult, json_ready
 from securedc.errors import ConfigError
 
@@ -79,7 +80,7 @@ class Policy:
     require_mia: bool = True
     require_canary: bool = True
     canary_slack: float = 0.0
-    robust_metric: str = "pgd20_acc"
+    robust_metric: str = N.PGD20_ACC
     robust_margin: float = 0.0
     require_sanity_checks: bool = True
 
@@ -97,8 +98,8 @@ class Policy:
                      "require_sanity_checks"):
             if not isinstance(getattr(self, name), bool):
                 out.append(f"policy {name} must be true or false (got {getattr(self, name)!r})")
-        if self.robust_metric not in ("fgsm_acc", "pgd20_acc", "pgd100_acc", "autoattack_acc"):
-            out.append(f"policy robust_metric must be fgsm_acc, pgd20_acc, pgd100_acc or autoattack_acc "
+        if self.robust_metric not in N.ROBUST_METRICS:
+            out.append(f"policy robust_metric must be one of {', '.join(N.ROBUST_METRICS)} "
                        f"(got {self.robust_metric!r})")
         return out
 
@@ -201,9 +202,10 @@ def _utility_gates(result: AuditResult | None, policy: Policy) -> list[Gate]:
         return [_missing("utility", "utility")] if policy.require_utility else []
     m = result.metrics
     archs = result.details.get("architectures") or []
-    pairs = [("", m.get("condensed_acc", math.nan), m.get("random_acc", math.nan))]
+    pairs = [("", m.get(N.CONDENSED_ACC, math.nan), m.get(N.RANDOM_ACC, math.nan))]
     if policy.utility_all_architectures and archs:
-        pairs = [(f"-{a}", m.get(f"condensed_acc_{a}", math.nan), m.get(f"random_acc_{a}", math.nan)) for a in archs]
+        pairs = [(f"-{a}", m.get(N.per_architecture(N.CONDENSED_ACC, a), math.nan),
+                  m.get(N.per_architecture(N.RANDOM_ACC, a), math.nan)) for a in archs]
     gates = []
     for suffix, cond, rnd in pairs:
         bound = rnd - policy.utility_margin
@@ -220,8 +222,8 @@ def _mia_gates(result: AuditResult | None, policy: Policy) -> list[Gate]:
         return [_missing("mia-tpr", "membership-inference"), _missing("mia-auc", "membership-inference")] \
             if policy.require_mia else []
     m = result.metrics
-    tpr = m.get("tpr_at_1pct_fpr_ci_high", m.get("tpr_at_1pct_fpr", math.nan))
-    auc = m.get("auc", math.nan)
+    tpr = m.get(N.ci_high(N.TPR_AT_1PCT_FPR), m.get(N.TPR_AT_1PCT_FPR, math.nan))
+    auc = m.get(N.AUC, math.nan)
     tpr_ok = math.isfinite(tpr) and tpr <= policy.mia_max_tpr_at_1pct_fpr
     auc_ok = math.isfinite(auc) and auc <= policy.mia_max_auc
     return [
@@ -236,7 +238,7 @@ def _mia_gates(result: AuditResult | None, policy: Policy) -> list[Gate]:
 def _canary_gates(result: AuditResult | None, policy: Policy, claimed_epsilon: float) -> list[Gate]:
     if result is None:
         return [_missing("canary", "canary")] if policy.require_canary else []
-    eps_hat = result.metrics.get("epsilon_lower_bound", math.nan)
+    eps_hat = result.metrics.get(N.EPSILON_LOWER_BOUND, math.nan)
     bound = claimed_epsilon + policy.canary_slack
     ok = math.isfinite(eps_hat) and eps_hat <= bound
     if math.isinf(claimed_epsilon):
@@ -263,7 +265,7 @@ def _robustness_gates(result: AuditResult | None, policy: Policy) -> list[Gate]:
         gates.append(Gate("robustness-sanity", ok, float(len(checks) - len(failed)), float(len(checks)), reason))
     metric = policy.robust_metric
     value = result.metrics.get(metric, math.nan)
-    base = result.metrics.get(f"baseline_{metric}", math.nan)
+    base = result.metrics.get(N.baseline(metric), math.nan)
     bound = base - policy.robust_margin
     ok = math.isfinite(value) and math.isfinite(base) and value >= bound
     label = metric.replace("_acc", "").upper()
@@ -296,9 +298,9 @@ def certify(
         :class:`Certification` with one :class:`Gate` per check.
     """
     policy = (policy or Policy()).validate()
-    gates = _utility_gates(results.get("utility"), policy)
-    gates += _mia_gates(results.get("mia"), policy)
-    gates += _canary_gates(results.get("canary"), policy, claimed_epsilon)
+    gates = _utility_gates(results.get(N.UTILITY), policy)
+    gates += _mia_gates(results.get(N.MIA), policy)
+    gates += _canary_gates(results.get(N.CANARY), policy, claimed_epsilon)
     if adversarial:
-        gates += _robustness_gates(results.get("robustness"), policy)
+        gates += _robustness_gates(results.get(N.ROBUSTNESS), policy)
     return Certification(certified=all(g.passed for g in gates), gates=gates, policy=policy.to_dict())

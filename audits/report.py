@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from securedc.audits import names as N
 from securedc.audits.base import AuditResult, json_ready
 from securedc.audits.certify import Certification
 
@@ -227,10 +228,10 @@ def _mia_section(r: AuditResult) -> str:
     for name, a in attacks.items():
         def ci(key: str, pct: bool = True) -> str:
             f = _pct if pct else (lambda v: _fmt(v, 3))
-            return f"{f(a.get(key))} [{f(a.get(key + '_ci_low'))}, {f(a.get(key + '_ci_high'))}]"
+            return f"{f(a.get(key))} [{f(a.get(N.ci_low(key)))}, {f(a.get(N.ci_high(key)))}]"
 
-        rows.append([_e(name), ci("auc", pct=False), ci("tpr_at_1pct_fpr"), ci("tpr_at_0.1pct_fpr"),
-                     ci("balanced_accuracy")])
+        rows.append([_e(name), ci(N.AUC, pct=False), ci(N.TPR_AT_1PCT_FPR), ci(N.TPR_AT_0_1PCT_FPR),
+                     ci(N.BALANCED_ACCURACY)])
     parts.append(_table(["attack", "AUC [95 % CI]", "TPR @ 1 % FPR [CI]", "TPR @ 0.1 % FPR [CI]",
                          "balanced accuracy [CI]"], rows, cls="mia"))
     d = r.details
@@ -251,8 +252,8 @@ def _canary_section(r: AuditResult) -> str:
              "with probability ½, the set is condensed once, and correct membership guesses of the canaries give a "
              "95 % lower confidence bound ε̂ on the ε the run actually has.</p>"]
     verdict = "" if r.passed is None else f" — {_verdict(bool(r.passed))}"
-    parts.append(f"<p>ε̂ = <b>{_fmt(m.get('epsilon_lower_bound'), 3)}</b> vs claimed ε = "
-                 f"{_fmt(m.get('claimed_epsilon'), 3)}{verdict}</p>")
+    parts.append(f"<p>ε̂ = <b>{_fmt(m.get(N.EPSILON_LOWER_BOUND), 3)}</b> vs claimed ε = "
+                 f"{_fmt(m.get(N.CLAIMED_EPSILON), 3)}{verdict}</p>")
     parts.append(_table(["metric", "value"], _metric_rows(m), cls="canary"))
     return "".join(parts)
 
@@ -260,8 +261,8 @@ def _canary_section(r: AuditResult) -> str:
 def _robustness_section(r: AuditResult) -> str:
     parts = ['<h2 id="robustness">Robustness</h2>']
     m = r.metrics
-    kinds = [k[:-4] for k in m if k.endswith("_acc") and not k.startswith("baseline_")]
-    rows = [[_e(k), _pct(m.get(f"{k}_acc")), _pct(m.get(f"baseline_{k}_acc", math.nan))] for k in kinds]
+    keys = [k for k in m if k.endswith("_acc") and not k.startswith(N.baseline(""))]
+    rows = [[_e(k.removesuffix("_acc")), _pct(m.get(k)), _pct(m.get(N.baseline(k), math.nan))] for k in keys]
     parts.append(_table(["evaluation", "condensed S", "baseline"], rows, cls="robustness"))
     curve = r.details.get("acc_vs_eps")
     if curve and curve.get("eps"):
@@ -374,14 +375,14 @@ def render_html(
         _image_grid(images, labels, list(classes)),
         _privacy_section(manifest, epsilon_history),
     ]
-    if "mia" in results:
-        parts.append(_mia_section(results["mia"]))
-    if "canary" in results:
-        parts.append(_canary_section(results["canary"]))
-    if "robustness" in results:
-        parts.append(_robustness_section(results["robustness"]))
-    if "utility" in results:
-        parts.append(_utility_section(results["utility"]))
+    if N.MIA in results:
+        parts.append(_mia_section(results[N.MIA]))
+    if N.CANARY in results:
+        parts.append(_canary_section(results[N.CANARY]))
+    if N.ROBUSTNESS in results:
+        parts.append(_robustness_section(results[N.ROBUSTNESS]))
+    if N.UTILITY in results:
+        parts.append(_utility_section(results[N.UTILITY]))
     parts.append(_notes(results))
     parts.append('<p class="note">All numbers are in report.json next to this file.</p></body></html>')
     return "\n".join(parts)

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 import torchattacks
 from torch import Tensor, nn
 
+from securedc.audits import names as N
 from securedc.audits.base import Audit, AuditResult, register_audit
-from securedc.config import EvalConfig
+from securedc.config import EvalConfig, default_pgd_step
 from securedc.errors import ConfigError, DataError
 from securedc.evaluate import train_model
 
@@ -137,7 +138,7 @@ def _still_robust(
 
 
 def _pgd(eps: float, steps: int) -> AttackFn:
-    return lambda m, x, y: torchattacks.PGD(m, eps=eps, alpha=eps / 4, steps=steps, random_start=True)(x, y)
+    return lambda m, x, y: torchattacks.PGD(m, eps=eps, alpha=default_pgd_step(eps), steps=steps, random_start=True)(x, y)
 
 
 def _pgd_acc(model, x, y, clean, *, eps, steps, restarts, seed, batch_size) -> float:
@@ -228,19 +229,19 @@ def audit_model(
     tol = settings.tolerance
     clean = _correct(model, x, y, batch_size=bs)
     n = max(1, x.shape[0])
-    m: dict[str, float] = {"clean_acc": float(clean.float().mean())}
+    m: dict[str, float] = {N.CLEAN_ACC: float(clean.float().mean())}
 
     fgsm = lambda mm, a, b: torchattacks.FGSM(mm, eps=eps)(a, b)  # noqa: E731
-    m["fgsm_acc"] = float(_still_robust(model, fgsm, x, y, clean, seed=seed, batch_size=bs).float().mean())
-    m["pgd20_acc"] = _pgd_acc(model, x, y, clean, eps=eps, steps=20, restarts=settings.pgd_restarts, seed=seed, batch_size=bs)
-    m["pgd100_acc"] = _pgd_acc(model, x, y, clean, eps=eps, steps=100, restarts=settings.pgd_restarts, seed=seed + 1, batch_size=bs)
+    m[N.FGSM_ACC] = float(_still_robust(model, fgsm, x, y, clean, seed=seed, batch_size=bs).float().mean())
+    m[N.PGD20_ACC] = _pgd_acc(model, x, y, clean, eps=eps, steps=20, restarts=settings.pgd_restarts, seed=seed, batch_size=bs)
+    m[N.PGD100_ACC] = _pgd_acc(model, x, y, clean, eps=eps, steps=100, restarts=settings.pgd_restarts, seed=seed + 1, batch_size=bs)
     gen = torch.Generator().manual_seed(seed)
     noise = (torch.rand(x.shape, generator=gen).to(dev) * 2 - 1) * eps
-    m["noise_acc"] = float(_correct(model, (x + noise).clamp(0, 1), y, batch_size=bs).float().mean())
+    m[N.NOISE_ACC] = float(_correct(model, (x + noise).clamp(0, 1), y, batch_size=bs).float().mean())
     pgd_single = _pgd_acc(model, x, y, clean, eps=eps, steps=20, restarts=1, seed=seed, batch_size=bs)
     broken: dict[str, int] = {}
     if autoattack:
-        m["autoattack_acc"], broken = _autoattack(
+        m[N.AUTOATTACK_ACC], broken = _autoattack(
             model, x, y, clean, eps=eps, num_classes=num_classes, settings=settings, seed=seed, batch_size=bs
         )
 
@@ -248,7 +249,7 @@ def audit_model(
     curve = []
     for e in grid:
         if e == 0:
-            curve.append(m["clean_acc"])
+            curve.append(m[N.CLEAN_ACC])
         else:
             curve.append(_pgd_acc(model, x, y, clean, eps=e, steps=20, restarts=1, seed=seed + 2, batch_size=bs))
 
@@ -263,23 +264,23 @@ def audit_model(
     def check(name: str, passed: bool, detail: str) -> None:
         checks.append({"name": name, "passed": bool(passed), "detail": detail})
 
-    robust_max = max(m["fgsm_acc"], m["pgd20_acc"], m["pgd100_acc"], m.get("autoattack_acc", 0.0))
-    check("robust_le_clean", robust_max <= m["clean_acc"] + 1e-9,
-          f"max robust {robust_max:.4f} vs clean {m['clean_acc']:.4f}")
+    robust_max = max(m[N.FGSM_ACC], m[N.PGD20_ACC], m[N.PGD100_ACC], m.get(N.AUTOATTACK_ACC, 0.0))
+    check("robust_le_clean", robust_max <= m[N.CLEAN_ACC] + 1e-9,
+          f"max robust {robust_max:.4f} vs clean {m[N.CLEAN_ACC]:.4f}")
     increases = [(grid[i + 1], curve[i + 1] - curve[i]) for i in range(len(grid) - 1) if curve[i + 1] > curve[i] + tol]
     check("monotone_in_eps", not increases,
           f"PGD-20 accuracy over eps {[round(e, 4) for e in grid]}: {[round(a, 4) for a in curve]}")
     large = curve[grid.index(settings.large_eps)] if settings.large_eps in grid else curve[-1]
     check("zero_at_large_eps", large <= 0.05, f"PGD-20 accuracy {large:.4f} at eps {settings.large_eps} (must be <= 0.05)")
-    check("more_steps_not_better", m["pgd100_acc"] <= pgd_single + tol,
-          f"PGD-100 ({settings.pgd_restarts} restarts) {m['pgd100_acc']:.4f} vs PGD-20 (1 restart) {pgd_single:.4f}")
+    check("more_steps_not_better", m[N.PGD100_ACC] <= pgd_single + tol,
+          f"PGD-100 ({settings.pgd_restarts} restarts) {m[N.PGD100_ACC]:.4f} vs PGD-20 (1 restart) {pgd_single:.4f}")
     if autoattack:
-        check("autoattack_le_pgd", m["autoattack_acc"] <= min(m["pgd20_acc"], m["pgd100_acc"]) + tol,
-              f"AutoAttack {m['autoattack_acc']:.4f} vs PGD {min(m['pgd20_acc'], m['pgd100_acc']):.4f}")
+        check("autoattack_le_pgd", m[N.AUTOATTACK_ACC] <= min(m[N.PGD20_ACC], m[N.PGD100_ACC]) + tol,
+              f"AutoAttack {m[N.AUTOATTACK_ACC]:.4f} vs PGD {min(m[N.PGD20_ACC], m[N.PGD100_ACC]):.4f}")
         sq = broken.get("square", 0) / n
         check("blackbox_not_better", sq <= tol,
               f"Square broke {broken.get('square', 0)} of {n} examples that the white-box attacks missed")
-    drop_pgd, drop_noise = m["clean_acc"] - m["pgd20_acc"], m["clean_acc"] - m["noise_acc"]
+    drop_pgd, drop_noise = m[N.CLEAN_ACC] - m[N.PGD20_ACC], m[N.CLEAN_ACC] - m[N.NOISE_ACC]
     check("noise_weaker_than_pgd", drop_noise <= drop_pgd and (drop_noise < drop_pgd or drop_pgd <= tol),
           f"accuracy drop: uniform noise {drop_noise:.4f}, PGD-20 {drop_pgd:.4f}")
     check("nonzero_input_gradients", frac_nonzero >= 0.9,
@@ -287,7 +288,7 @@ def audit_model(
     check("eval_and_deterministic", (not original.training) and deterministic,
           f"training={original.training}, two forward passes equal={deterministic}")
     return AuditResult(
-        name="robustness",
+        name=N.ROBUSTNESS,
         metrics=m,
         passed=all(c["passed"] for c in checks),
         details={
@@ -387,8 +388,7 @@ def run_robustness_audit(
                                            autoattack=autoattack, settings=settings, batch_size=250))
                 logger.info("robustness %s model %d: %s", name, k, results[-1].metrics)
             agg, agg_checks, mean_curve = _aggregate(results)
-            prefix = "" if name == "condensed" else "baseline_"
-            metrics.update({prefix + key: v for key, v in agg.items()})
+            metrics.update({(key if name == "condensed" else N.baseline(key)): v for key, v in agg.items()})
             checks += [{**c, "name": c["name"] if name == "condensed" else f"baseline:{c['name']}"} for c in agg_checks]
             curve["eps"] = results[0].details["acc_vs_eps"]["eps"]
             curve[name] = mean_curve
@@ -400,7 +400,7 @@ def run_robustness_audit(
     notes.append("AutoAttack is assembled from torchattacks APGD/APGDT/FAB/Square because torchattacks' "
                  "AutoAttack(version='standard') uses 10-step APGD (torchattacks issue #196)")
     return AuditResult(
-        name="robustness",
+        name=N.ROBUSTNESS,
         metrics=metrics,
         passed=all(c["passed"] for c in checks),
         details={

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from securedc.audits import names as N
 from securedc.audits.base import AuditResult
 from securedc.config import EvalConfig
 from securedc.errors import ConfigError, DataError
@@ -86,16 +87,16 @@ def run_utility_audit(
         common = dict(num_classes=num_classes, mean=mean, std=std, config=cfg, seed=seed, device=device)
         syn = evaluate_set(images, labels, test_images, test_labels, **common)
         rnd = evaluate_set(rx, ry, test_images, test_labels, **common)
-        metrics[f"condensed_acc_{arch}"] = syn.mean
-        metrics[f"random_acc_{arch}"] = rnd.mean
-        metrics[f"condensed_std_{arch}"] = syn.std
-        metrics[f"random_std_{arch}"] = rnd.std
+        metrics[N.per_architecture(N.CONDENSED_ACC, arch)] = syn.mean
+        metrics[N.per_architecture(N.RANDOM_ACC, arch)] = rnd.mean
+        metrics[N.per_architecture(N.CONDENSED_STD, arch)] = syn.std
+        metrics[N.per_architecture(N.RANDOM_STD, arch)] = rnd.std
         per_arch[arch] = {"condensed": syn.to_dict(), "random_subset": rnd.to_dict()}
     main = architectures[0]
-    for key in ("condensed_acc", "random_acc", "condensed_std", "random_std"):
-        metrics[key] = metrics[f"{key}_{main}"]
+    for key in (N.CONDENSED_ACC, N.RANDOM_ACC, N.CONDENSED_STD, N.RANDOM_STD):
+        metrics[key] = metrics[N.per_architecture(key, main)]
     return AuditResult(
-        name="utility",
+        name=N.UTILITY,
         metrics=metrics,
         passed=None,
         details={

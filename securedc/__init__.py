@@ -11,7 +11,13 @@ Example:
     (10, 1, 8, 8)
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _distribution_version
+
+try:  # the one version string: pyproject.toml's, as installed
+    __version__ = _distribution_version("securedc")
+except _PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 from securedc.api import Condensation, as_bundle, build_manifest, condense  # noqa: E402
 from securedc.condenser import Condenser, CondenseResult, ProgressEvent  # noqa: E402

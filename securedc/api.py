@@ -103,7 +103,7 @@ def condense(
 def build_manifest(
     bundle: DatasetBundle, config: CondenseConfig, result: CondenseResult, **extra: Any
 ) -> dict[str, Any]:
-    """The JSON manifest stored in the safetensors metadata (DESIGN.md §5)."""
+    """The JSON manifest stored in the safetensors metadata (docs/design.md)."""
     manifest: dict[str, Any] = {
         "dataset": {
             "name": bundle.name,

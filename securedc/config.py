@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from securedc.errors import ConfigError, PrivacyError
+from securedc.jsonsafe import json_ready
 
 __all__ = [
     "parse_number",
     "default_delta",
+    "default_pgd_step",
     "PrivacyConfig",
     "AdversarialConfig",
     "CondenseConfig",
@@ -88,6 +90,18 @@ def default_delta(num_examples: int) -> float:
     return float(f"{delta:.0e}")
 
 
+def default_pgd_step(eps: float) -> float:
+    """Default step size of L∞ PGD: ``eps / 4`` (the usual convention of PGD-20 evaluations).
+
+    Used by the adversarial term when ``alpha`` is not given and by the robustness audit.
+
+    Example:
+        >>> default_pgd_step(0.1)
+        0.025
+    """
+    return float(eps) / 4
+
+
 @dataclass(frozen=True, kw_only=True)
 class PrivacyConfig:
     """Differential-privacy settings (docs/privacy.md).
@@ -144,7 +158,7 @@ class AdversarialConfig:
     Attributes:
         eps: L∞ radius in [0, 1] image units; 0 disables the term.
         steps: PGD steps.
-        alpha: PGD step size; ``None`` = eps / 4.
+        alpha: PGD step size; ``None`` = :func:`default_pgd_step` (eps / 4).
         weight: weight of the adversarial term in the objective.
         perturb_synthetic: also perturb the synthetic images (min-max form).
         attack_network: ``"random"`` (the step's random network) or ``"synthetic"``
@@ -178,7 +192,7 @@ class AdversarialConfig:
 
     @property
     def step_size(self) -> float:
-        return self.alpha if self.alpha is not None else self.eps / 4
+        return self.alpha if self.alpha is not None else default_pgd_step(self.eps)
 
     def problems(self) -> list[str]:
         out = []
@@ -400,16 +414,8 @@ class CondenseConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``inf`` becomes the string ``"inf"``)."""
-
-        def clean(value: Any) -> Any:
-            if isinstance(value, float) and not math.isfinite(value):
-                return str(value)
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            return value
-
-        return clean(dataclasses.asdict(self))
+        """JSON-ready dict (``inf`` becomes the string ``"inf"``; see :func:`~securedc.jsonsafe.json_ready`)."""
+        return json_ready(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CondenseConfig":

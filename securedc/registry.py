@@ -1,4 +1,4 @@
-"""One name → class registry, shared by discrepancies, terms, audits and MIA attacks.
+"""One name → class registry, shared by discrepancies, terms, models, dataset sources, audits and MIA attacks.
 
 opacus' ``accountants/registry.py`` pattern (a dict, a decorator that refuses a taken
 name, a factory whose error lists the choices), written once. The registry *is* a
@@ -41,19 +41,31 @@ class Registry(dict[str, type[T]], Generic[T]):
 
     @staticmethod
     def normalize(name: str) -> str:
-        return name.replace("_", "-").lower()
+        """The lookup key of ``name``: surrounding spaces, case and ``_`` vs ``-`` do not matter."""
+        return name.strip().replace("_", "-").lower()
+
+    def add(self, name: str, value: Any) -> Any:
+        """Register ``value`` under ``name`` (as given); a taken name is a ConfigError."""
+        if name in self:
+            raise ConfigError(f"{self.kind} {name!r} is registered twice")
+        self[name] = value
+        return value
 
     def register(self, name: str) -> Callable[[type], type]:
         """Class decorator: sets ``cls.name`` and registers it; a taken name is a ConfigError."""
 
         def decorator(cls: type) -> type:
-            if name in self:
-                raise ConfigError(f"{self.kind} {name!r} is registered twice")
+            self.add(name, cls)
             cls.name = name  # type: ignore[attr-defined]
-            self[name] = cls
             return cls
 
         return decorator
+
+    def copy(self) -> "Registry[T]":
+        """A shallow copy that is still a :class:`Registry` (e.g. for ``monkeypatch.setattr``)."""
+        out: Registry[T] = Registry(self.kind)
+        out.update(self)
+        return out
 
     def lookup(self, name: str) -> type[T]:
         cls = self.get(self.normalize(name))

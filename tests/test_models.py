@@ -137,7 +137,7 @@ def test_names_and_errors() -> None:
 
 
 def test_register_model_refuses_duplicates(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+    monkeypatch.setattr(registry_module, "_REGISTRY", registry_module._REGISTRY.copy())
     with pytest.raises(ConfigError, match="registered twice"):
         register_model("ConvNet")(ConvNet)
 

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from securedc.audits import names as N
+
 __all__ = [
     "roc_auc",
     "tpr_at_fpr",
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 #: (metric key, FPR) pairs reported for every attack.
-FPR_TARGETS: tuple[tuple[str, float], ...] = (("tpr_at_1pct_fpr", 0.01), ("tpr_at_0.1pct_fpr", 0.001))
+FPR_TARGETS: tuple[tuple[str, float], ...] = ((N.TPR_AT_1PCT_FPR, 0.01), (N.TPR_AT_0_1PCT_FPR, 0.001))
 
 
 def _arrays(scores: Any, is_member: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -90,8 +92,8 @@ def balanced_accuracy(scores: Any, is_member: Any) -> float:
 def _all_point_metrics(s: np.ndarray, m: np.ndarray) -> dict[str, float]:
     f, t, _ = roc_curve(m, s, drop_intermediate=False)
     out = {
-        "auc": float(roc_auc_score(m, s)),
-        "balanced_accuracy": float(np.max((t + 1.0 - f) / 2.0)),
+        N.AUC: float(roc_auc_score(m, s)),
+        N.BALANCED_ACCURACY: float(np.max((t + 1.0 - f) / 2.0)),
     }
     for key, target in FPR_TARGETS:
         out[key] = _tpr_at(f, t, target)
@@ -164,8 +166,8 @@ def attack_metrics(
     for key, value in point.items():
         lo, hi = ci[key]
         out[key] = value
-        out[f"{key}_ci_low"] = min(lo, value)
-        out[f"{key}_ci_high"] = max(hi, value)
+        out[N.ci_low(key)] = min(lo, value)
+        out[N.ci_high(key)] = max(hi, value)
     out["roc"] = downsample_roc(s, m, points=roc_points)
     return out
 

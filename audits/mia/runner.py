@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from securedc.audits import names as N
 from securedc.audits.base import AuditResult
 from securedc.audits.mia.base import AttackContext, create_attack
-from securedc.audits.mia.metrics import FPR_TARGETS, attack_metrics
+from securedc.audits.mia.metrics import attack_metrics
 from securedc.config import EvalConfig
 from securedc.errors import ConfigError, DataError
 
@@ -39,7 +40,7 @@ THREAT_MODEL = (
 #: cheap default protocol for attack models (the caller may pass the full evaluation protocol)
 DEFAULT_MIA_EVAL = EvalConfig(models=2, epochs=100, dsa="none")
 
-_HEADLINE = ("auc", "balanced_accuracy", *(k for k, _ in FPR_TARGETS))
+_HEADLINE = N.MIA_HEADLINE
 
 
 def _check_pair(pair: tuple[Tensor, Tensor], name: str) -> tuple[Tensor, Tensor]:
@@ -178,11 +179,11 @@ def run_mia(
     )
     notes.append("95 % CIs: stratified percentile bootstrap "
                  f"({bootstrap} resamples), widened to include the point estimate.")
-    worst = max(per_attack, key=lambda k: (per_attack[k]["auc"], per_attack[k]["tpr_at_1pct_fpr"]))
+    worst = max(per_attack, key=lambda k: (per_attack[k][N.AUC], per_attack[k][N.TPR_AT_1PCT_FPR]))
     metrics: dict[str, float] = {}
     for key in _HEADLINE:
         metrics[key] = max(float(v[key]) for v in per_attack.values())
-        metrics[f"{key}_ci_high"] = max(float(v[f"{key}_ci_high"]) for v in per_attack.values())
+        metrics[N.ci_high(key)] = max(float(v[N.ci_high(key)]) for v in per_attack.values())
         metrics[f"worst_attack_{key}"] = float(per_attack[worst][key])
     metrics["num_attacks"] = float(len(per_attack))
     details: dict[str, Any] = {
@@ -197,7 +198,7 @@ def run_mia(
         "threat_model": THREAT_MODEL,
     }
     return AuditResult(
-        name="mia", metrics=metrics, passed=None, details=details, seconds=time.perf_counter() - t0, notes=notes
+        name=N.MIA, metrics=metrics, passed=None, details=details, seconds=time.perf_counter() - t0, notes=notes
     )
 
 

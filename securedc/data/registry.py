@@ -11,9 +11,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from securedc.data.bundle import DatasetBundle
 from securedc.errors import ConfigError
+from securedc.registry import Registry
 
 __all__ = ["DEFAULT_ROOT", "SourceRequest", "Source", "register_source", "load_dataset", "list_datasets"]
 
@@ -57,11 +59,7 @@ class Source:
         return f"{self.name}:{self.argument}" if self.argument else self.name
 
 
-_SOURCES: dict[str, Source] = {}
-
-
-def _norm(name: str) -> str:
-    return name.strip().lower().replace("_", "-")
+_SOURCES: Registry[Any] = Registry("dataset source")  # values are Source records, not classes
 
 
 def register_source(name: str, *, description: str, argument: str | None = None) -> Callable[[Loader], Loader]:
@@ -75,12 +73,10 @@ def register_source(name: str, *, description: str, argument: str | None = None)
     Raises:
         ConfigError: ``name`` is already registered.
     """
-    key = _norm(name)
+    key = Registry.normalize(name)
 
     def decorator(loader: Loader) -> Loader:
-        if key in _SOURCES:
-            raise ConfigError(f"dataset source {key!r} is registered twice")
-        _SOURCES[key] = Source(key, loader, description, argument)
+        _SOURCES.add(key, Source(key, loader, description, argument))
         return loader
 
     return decorator
@@ -122,7 +118,7 @@ def load_dataset(
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"dataset name must be a non-empty string; choose one of {_choices()}")
     prefix, sep, arg = name.strip().partition(":")
-    key = _norm(prefix)
+    key = Registry.normalize(prefix)
     source = _SOURCES.get(key)
     if source is None:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {_choices()}")

@@ -15,34 +15,22 @@ import torch
 
 from securedc.errors import ConfigError
 from securedc.models.base import ImageClassifier
+from securedc.registry import Registry
 
 __all__ = ["register_model", "create_model", "list_models", "seeded_model"]
 
-_REGISTRY: dict[str, type[ImageClassifier]] = {}
+_REGISTRY: Registry[ImageClassifier] = Registry("model")
 
 _C = TypeVar("_C", bound=type[ImageClassifier])
-
-
-def _canonical(name: str) -> str:
-    return name.strip().lower().replace("_", "-")
 
 
 def register_model(name: str) -> Callable[[_C], _C]:
     """Class decorator adding an :class:`ImageClassifier` subclass under ``name``.
 
     Raises:
-        ConfigError: the name is already taken (names differing only in ``-``/``_`` collide).
+        ConfigError: the name is already taken (names differing only in ``-``/``_`` or case collide).
     """
-    key = _canonical(name)
-
-    def decorator(cls: _C) -> _C:
-        if key in _REGISTRY:
-            raise ConfigError(f"model {key!r} is registered twice ({_REGISTRY[key].__name__}, {cls.__name__})")
-        cls.name = key
-        _REGISTRY[key] = cls
-        return cls
-
-    return decorator
+    return _REGISTRY.register(Registry.normalize(name))  # type: ignore[return-value]
 
 
 def list_models() -> list[str]:
@@ -90,9 +78,7 @@ def create_model(
         >>> net(torch.rand(2, 1, 8, 8)).shape, net.feature_dim
         (torch.Size([2, 10]), 128)
     """
-    cls = _REGISTRY.get(_canonical(name))
-    if cls is None:
-        raise ConfigError(f"unknown model {name!r}; choose one of {list_models()}")
+    cls = _REGISTRY.lookup(name)
     allowed = _options(cls)
     if unknown := sorted(set(kwargs) - set(allowed)):
         raise ConfigError(f"model {cls.name!r} has no option(s) {unknown}; its options are {allowed}")
