@@ -58,7 +58,11 @@ NOT_COVERED = [
     "floating-point and pseudo-random-number side channels (Philox/torch generators are not cryptographically secure)",
     "the export decision: certification by the owner's audit (membership inference, canaries, utility and "
     "robustness on the real data) decides whether this file is released, and that decision depends on the "
-    "private data outside the accountant; audit results stay with the data owner",
+    "private data outside the accountant, so the manifest's audit verdict (certified yes/no) is NOT covered "
+    "by (epsilon, delta); audit results stay with the data owner",
+    "the data owner's files beside the release (NAME.owner.json and the NAME.report/ directory): they hold the "
+    "dataset fingerprint, the member split, exact example counts and every audit and evaluation number, all "
+    "computed from the private data; they are not part of the release and must not be published",
 ]
 
 _SCHEDULE_SALT = 0x5EED_BA4C
@@ -224,19 +228,8 @@ class Condenser:
             raise PrivacyError("a private run needs --iterations >= 1")
         clips = [t.clip for t in self.terms]
         if resume_from is not None:
-            _, meta = load_checkpoint(resume_from)
-            if not meta.get("privacy_plan") or not meta.get("secret"):
-                raise PrivacyError(f"{resume_from} is not a checkpoint of a private run; cannot resume with --epsilon")
-            plan = PrivacyPlan.from_dict(meta["privacy_plan"], estimated_counts=meta["secret"]["counts"])
-            self._check_resumable(plan)
-            gm = GaussianMechanism(
-                images, labels, num_classes=self.num_classes, clip_bounds=clips, classes=self.classes,
-                streams=SecretStreams.from_state_dict(meta["secret"]),
-            )
-            counts = torch.tensor(plan.estimated_counts, dtype=torch.float64)
-            gm.configure(sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
-                         expected_counts=counts * plan.sample_rate)
-            self.plan = plan
+            gm = GaussianMechanism(images, labels, num_classes=self.num_classes, clip_bounds=clips, classes=self.classes)
+            self._restore_private(load_checkpoint(resume_from)[1], gm, source=resume_from)
             return gm
         gm = GaussianMechanism(
             images, labels, num_classes=self.num_classes, clip_bounds=clips, classes=self.classes, noise_seed=noise_seed
@@ -248,6 +241,19 @@ class Condenser:
             self.plan.noise_multiplier, self.plan.counts,
         )
         return gm
+
+    def _restore_private(self, meta: dict[str, Any], mechanism: GaussianMechanism, *, source: Any) -> None:
+        """Configure ``mechanism`` from a DP checkpoint: its plan, released counts and secret key."""
+        if not meta.get("privacy_plan") or not meta.get("secret"):
+            raise PrivacyError(f"{source} is not a checkpoint of a private run; cannot resume with --epsilon")
+        plan = PrivacyPlan.from_dict(meta["privacy_plan"], estimated_counts=meta["secret"]["counts"])
+        self._check_resumable(plan)
+        mechanism.streams = SecretStreams.from_state_dict(meta["secret"])
+        counts = torch.tensor(plan.estimated_counts, dtype=torch.float64)
+        mechanism.configure(
+            sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier, expected_counts=counts * plan.sample_rate
+        )
+        self.plan = plan
 
     def _check_resumable(self, plan: PrivacyPlan) -> None:
         """Refuse a DP resume whose configuration would change the private mechanism."""
@@ -334,7 +340,9 @@ class Condenser:
         optimizer = self._make_optimizer(images)
         lr = HypergradientLR(optimizer, base_lr=self.lr_img) if cfg.learn_lr else None
         if resume_from is not None:
-            start, losses, eps_hist, accountant = self._resume(resume_from, images, optimizer, lr, bank, accountant)
+            start, losses, eps_hist, accountant = self._resume(
+                resume_from, images, optimizer, lr, bank, accountant, mechanism
+            )
         labels = self.labels.to(self.device)
         t0 = time.perf_counter()
         state = (images, optimizer, lr, bank, losses, eps_hist)
@@ -551,6 +559,7 @@ class Condenser:
         lr: HypergradientLR | None,
         bank: StatisticsBank,
         accountant: PrivacyAccountant | None,
+        mechanism: Mechanism | None,
     ) -> tuple[int, list[float], list[tuple[int, float]], PrivacyAccountant | None]:
         tensors, meta = load_checkpoint(path)
         saved, mine = meta["config"], self.config.to_dict()
@@ -561,6 +570,8 @@ class Condenser:
             raise ConfigError(f"checkpoint {path} was made with a different configuration ({', '.join(differing)})")
         if (meta["accountant"] is None) != (accountant is None):
             raise PrivacyError("cannot resume a private run from a non-private checkpoint or the reverse")
+        if isinstance(mechanism, GaussianMechanism):
+            self._restore_private(meta, mechanism, source=path)
         if tensors["images"].shape != images.shape:
             raise DataError(f"checkpoint images have shape {tuple(tensors['images'].shape)}, expected {tuple(images.shape)}")
         with torch.no_grad():

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opacus.accountants import RDPAccountant
 
+from securedc.checkpoint import load_checkpoint
 from securedc.condenser import NOT_COVERED, Condenser
 from securedc.config import AdversarialConfig, CondenseConfig, PrivacyConfig
 from securedc.errors import PrivacyError
@@ -85,17 +86,22 @@ def test_calibration_property(eps, q, steps) -> None:
 
 def test_manifest_epsilon_is_recomputable_and_lists_not_covered(digits) -> None:
     c = _condenser(digits, iterations=2, batch_real=8, privacy=PrivacyConfig(epsilon=4.0), grad_weight=1.0)
-    res = c.fit(c.make_mechanism(digits.train_images, digits.train_labels))
+    mech = c.make_mechanism(digits.train_images, digits.train_labels)
+    res = c.fit(mech)
     p = res.privacy
-    assert p["private"] and p["steps"] == 2 and p["accountant"] == "rdp"
-    again = _opacus_epsilon(p["noise_multiplier"], p["sample_rate"], p["steps"], p["delta"])
-    assert again == pytest.approx(p["epsilon"], rel=1e-9)
+    assert p["private"] and p["steps"] == 2 and p["accountant"] == "rdp" and p["counts"] == "released"
+    # the composition is the count release (σ₀, q = 1, once) then R statistic releases (σ, q)
+    assert p["accountant_history"] == [[p["count_noise_multiplier"], 1.0, 1], [p["noise_multiplier"], p["sample_rate"], 2]]
+    acc = RDPAccountant()
+    acc.history = [(p["count_noise_multiplier"], 1.0, 1), (p["noise_multiplier"], p["sample_rate"], p["steps"])]
+    assert float(acc.get_epsilon(delta=p["delta"])) == pytest.approx(p["epsilon"], rel=1e-9)
     assert 0.99 * 4.0 <= p["epsilon"] <= 4.0
     assert p["delta"] < 1 / digits.train_labels.numel()
     assert p["clip_bounds"] == {"distribution": 1.0, "gradient": 1.0}
     assert p["sensitivity"] == pytest.approx(math.sqrt(2))
     assert p["not_covered"] == NOT_COVERED and "secret" in p["noise_seed"]
-    assert str(c._ckpt_noise_seed) not in json.dumps(p), "the secret noise seed must not be in the manifest"
+    assert "estimated_counts" not in p and "secret" not in p
+    assert format(mech.streams.key, "032x") not in json.dumps(p) and str(mech.streams.key) not in json.dumps(p)
 
 
 # --------------------------------------------------------------------------- sensitivity
@@ -202,7 +208,7 @@ def test_empty_batches_do_not_crash_and_are_accounted(digits) -> None:
     res = c.fit(tiny)
     assert tiny.last_batch_size == 0
     assert res.privacy["steps"] == 5
-    assert sum(n for _, _, n in res.privacy["accountant_history"]) == 5
+    assert sum(n for _, _, n in res.privacy["accountant_history"]) == 5 + 1  # + the count release
     assert torch.isfinite(res.images).all() and all(math.isfinite(v) for v in res.losses)
 
 
@@ -327,7 +333,7 @@ def test_resume_identical_images_and_full_accounting(digits, tmp_path) -> None:
             first.make_mechanism(digits.train_images, digits.train_labels, noise_seed=123),
             checkpoint_path=ckpt, callback=stop_at_3,
         )
-    assert "noise_seed" in ckpt.read_bytes()[:8192].decode("latin-1")
+    assert load_checkpoint(ckpt)[1]["secret"]["key"]  # the secret key lives only in the private checkpoint
     # the resumed process does not know the secret: it comes back from the (private) checkpoint
     second = _condenser(digits, **kw)
     resumed = second.fit(second.make_mechanism(digits.train_images, digits.train_labels), resume_from=ckpt)
