@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from securedc.config import CondenseConfig
 from securedc.errors import ConfigError
-from securedc.plugins.torch import CondensedDataset, condense, condensed_loader
+from securedc.plugins.torch import CondensedDataset, PGDRecipe, adversarial_batch, condense, condensed_loader
 
 try:
     import lightning.pytorch as pl
@@ -83,6 +83,11 @@ class CondensedDataModule(pl.LightningDataModule):
         num_workers: train loader workers.
         class_balanced: class-balanced sampling (see :func:`condensed_loader`).
         val_dataset: for a wrapped Dataset, an optional validation Dataset.
+        adversarial: a :class:`~securedc.robust.PGDRecipe`: during training every condensed batch is
+            replaced (``on_after_batch_transfer``, on the model's device) by its PGD examples against
+            the LightningModule being trained — adversarial training on S. Validation/test batches
+            are untouched. Soft-label targets (files with ``soft_labels``) pass through; PGD
+            attacks their argmax.
         **condense_kwargs: passed to :func:`securedc.plugins.torch.condense`
             (``ipc``, ``epsilon``, ``iterations``, ``batch_real`` …).
 
@@ -110,9 +115,13 @@ class CondensedDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         class_balanced: bool = False,
         val_dataset: Dataset | None = None,
+        adversarial: PGDRecipe | None = None,
         **condense_kwargs: Any,
     ) -> None:
         super().__init__()
+        if adversarial is not None and not isinstance(adversarial, PGDRecipe):
+            raise ConfigError(f"adversarial must be a PGDRecipe(eps=..., steps=...), got {type(adversarial).__name__}")
+        self.adversarial = adversarial
         self.wrapped = datamodule_or_dataset
         self.is_datamodule = isinstance(datamodule_or_dataset, pl.LightningDataModule)
         if not self.is_datamodule and not (hasattr(datamodule_or_dataset, "__getitem__") and hasattr(datamodule_or_dataset, "__len__")):
@@ -175,6 +184,15 @@ class CondensedDataModule(pl.LightningDataModule):
             self.condensed, batch_size=self.batch_size, shuffle=True, seed=self.seed,
             num_workers=self.num_workers, class_balanced=self.class_balanced,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = self.trainer
+        if self.adversarial is None or trainer is None or not trainer.training:
+            return batch
+        x, target = batch[0], batch[1]
+        model = trainer.lightning_module
+        seed = self.seed * 1_000_003 + int(trainer.global_step)
+        return (adversarial_batch(model, x, target, recipe=self.adversarial, seed=seed), target, *batch[2:])
 
     def teardown(self, stage: str) -> None:
         if self.is_datamodule:

@@ -39,9 +39,13 @@ from securedc.config import AdversarialConfig, CondenseConfig, PrivacyConfig
 from securedc.data import DatasetBundle, bundle_from_torch_dataset
 from securedc.errors import CertificationError, ConfigError, DataError
 from securedc.export import load_condensed, save_condensed
+from securedc.robust import PGDRecipe
 
 __all__ = [
     "CondensedDataset",
+    "PGDRecipe",
+    "AdversarialLoader",
+    "adversarial_batch",
     "condense",
     "cache_key",
     "default_cache_dir",
@@ -63,6 +67,10 @@ class CondensedDataset(Dataset):
         path: file written by :func:`securedc.export.save_condensed` or ``securedc condense``.
         transform: applied to each image tensor ``[C, H, W]`` (float in [0, 1]).
         allow_uncertified: accept a file the audit did not certify (or that was never audited).
+        use_soft_labels: when the file holds ``soft_labels`` (a robust teacher's per-image
+            probabilities), items are ``(image, probabilities [C])`` instead of ``(image, int)``,
+            so ``F.cross_entropy(logits, target)`` trains with the KD (soft-target) loss unchanged;
+            ``None`` (default) = whenever present, ``False`` = always the int label.
 
     Attributes:
         path, manifest, images ``[M, C, H, W]``, labels ``[M]``, classes (names),
@@ -90,6 +98,7 @@ class CondensedDataset(Dataset):
         *,
         transform: Callable[[Tensor], Any] | None = None,
         allow_uncertified: bool = False,
+        use_soft_labels: bool | None = None,
     ) -> None:
         self.path = Path(path)
         loaded = load_condensed(self.path)
@@ -104,6 +113,11 @@ class CondensedDataset(Dataset):
         self.manifest: dict[str, Any] = loaded.manifest
         self.images: Tensor = loaded.images
         self.labels: Tensor = loaded.labels
+        self.soft_labels: Tensor | None = loaded.soft_labels
+        if use_soft_labels and self.soft_labels is None:
+            raise DataError(f"{str(self.path)!r} has no soft_labels tensor (condense with soft labels, "
+                            "or use_soft_labels=None/False)")
+        self.use_soft_labels = self.soft_labels is not None and use_soft_labels is not False
         self.certified: bool = loaded.certified
         self.privacy: dict[str, Any] = loaded.privacy
         self.transform = transform
@@ -117,10 +131,13 @@ class CondensedDataset(Dataset):
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
         image = self.images[index]
         if self.transform is not None:
             image = self.transform(image)
+        if self.use_soft_labels:
+            assert self.soft_labels is not None
+            return image, self.soft_labels[index]
         return image, int(self.labels[index])
 
     def __repr__(self) -> str:
@@ -384,3 +401,53 @@ def replay_mix(
     """
     mixed = MixedDataset(real, condensed, ratio=ratio, seed=seed)
     return condensed_loader(mixed, batch_size=batch_size, shuffle=True, seed=seed, num_workers=num_workers)
+
+
+class AdversarialLoader:
+    """Wrap a loader so every batch is replaced by its PGD examples against ``model`` (adversarial training).
+
+    Iterating yields ``(x_adv, target)``: ``x_adv`` is :meth:`PGDRecipe.perturb` of the batch's images
+    against the model's *current* weights (torchattacks PGD, per-example keyed start), ``target`` is the
+    batch's target unchanged (an int label, or a soft-label vector — PGD then attacks its argmax).
+    The model's training mode is restored after each attack.
+
+    Args:
+        loader: any iterable of ``(images in [0, 1], targets)``, e.g. :func:`condensed_loader`.
+        model: the model being trained.
+        recipe: the :class:`PGDRecipe`.
+        seed: keys of the random starts (batch ``b`` of epoch ``e`` uses a different key).
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> ds = TensorDataset(torch.rand(8, 1, 4, 4), torch.arange(8) % 2)
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+        >>> adv = AdversarialLoader(condensed_loader(ds, batch_size=4), model=net, recipe=PGDRecipe(eps=0.1, steps=2))
+        >>> [tuple(x.shape) for x, _ in adv], len(adv)
+        ([(4, 1, 4, 4), (4, 1, 4, 4)], 2)
+    """
+
+    def __init__(self, loader: Any, *, model: torch.nn.Module, recipe: PGDRecipe, seed: int = 0) -> None:
+        if not isinstance(recipe, PGDRecipe):
+            raise ConfigError(f"recipe must be a PGDRecipe(eps=..., steps=...), got {type(recipe).__name__}")
+        self.loader, self.model, self.recipe, self.seed = loader, model, recipe, seed
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        epoch, self._epoch = self._epoch, self._epoch + 1
+        for b, (x, target) in enumerate(self.loader):
+            yield adversarial_batch(self.model, x, target, recipe=self.recipe,
+                                    seed=self.seed * 1_000_003 + epoch * 10_007 + b), target
+
+
+def adversarial_batch(model: torch.nn.Module, x: Tensor, target: Tensor, *, recipe: PGDRecipe, seed: int) -> Tensor:
+    """PGD examples of one batch (hard labels, or the argmax of soft-label targets), model mode restored."""
+    was_training = model.training
+    hard = target.argmax(1) if target.dim() == 2 else target
+    try:
+        return recipe.perturb(model, x, hard.to(x.device), seed=seed)
+    finally:
+        model.train(was_training)

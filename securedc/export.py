@@ -77,6 +77,7 @@ class CondensedSet:
     images: Tensor
     labels: Tensor
     manifest: dict[str, Any]
+    soft_labels: Tensor | None = None  # [M, num_classes] probabilities, when the file has them
 
     @property
     def certified(self) -> bool:
@@ -211,8 +212,20 @@ def _securedc_version() -> str:
     return str(getattr(securedc, "__version__", None) or "0.1.0")
 
 
-def _write(path: Path, images: Tensor, labels: Tensor, manifest: Mapping[str, Any]) -> dict:
+def _soft_digest(soft_labels: Tensor) -> str:
+    h = hashlib.sha256(f"soft_labels:{list(soft_labels.shape)}:{soft_labels.dtype}".encode())
+    h.update(_tensor_bytes(soft_labels))
+    return h.hexdigest()
+
+
+def _write(path: Path, images: Tensor, labels: Tensor, manifest: Mapping[str, Any],
+           soft_labels: Tensor | None = None) -> dict:
     images, labels = _check_tensors(images, labels, where=f"cannot save {str(path)!r}")
+    if soft_labels is not None:
+        from securedc.robust import check_soft_labels
+
+        soft_labels = check_soft_labels(soft_labels.detach().cpu(), labels, where=f"cannot save {str(path)!r}")
+        soft_labels = soft_labels.to(torch.float32).contiguous()
     full = json.loads(_encode_manifest(manifest))  # validates and deep-copies
     full.update(
         format=_FORMAT,
@@ -222,8 +235,13 @@ def _write(path: Path, images: Tensor, labels: Tensor, manifest: Mapping[str, An
         shape=list(images.shape),
         num_images=int(images.shape[0]),
     )
+    full.pop("soft_labels_sha256", None)
+    if soft_labels is not None:
+        full["soft_labels_sha256"] = _soft_digest(soft_labels)
     text = _encode_manifest(full)
     tensors = {"images": images, "labels": labels}
+    if soft_labels is not None:
+        tensors["soft_labels"] = soft_labels
     payload = _safetensors_save(tensors, metadata={_METADATA_KEY: text})
     ensure_writable_dir(path.parent)
     atomic_write_bytes(path, payload)
@@ -236,6 +254,8 @@ def save_condensed(
     images: Tensor,
     labels: Tensor,
     manifest: dict[str, Any],
+    *,
+    soft_labels: Tensor | None = None,
 ) -> Path:
     """Save a condensed set and its manifest as one safetensors file, atomically.
 
@@ -249,6 +269,9 @@ def save_condensed(
         images: ``[M, C, H, W]`` floating point in [0, 1], finite; stored as float32.
         labels: ``[M]`` int64 class indices.
         manifest: JSON-serialisable dict (str keys; finite floats; no tensors/arrays).
+        soft_labels: Optional per-image probabilities ``[M, num_classes]`` stored as the
+            ``soft_labels`` tensor (hash in ``soft_labels_sha256``); refused (``DataError``) when
+            the shape does not match ``labels``.
 
     Returns:
         The path written.
@@ -266,7 +289,7 @@ def save_condensed(
         2
     """
     target = Path(path)
-    _write(target, images, labels, manifest)
+    _write(target, images, labels, manifest, soft_labels=soft_labels)
     return target
 
 
@@ -299,10 +322,11 @@ def load_condensed(path: str | os.PathLike[str], *, verify: bool = True) -> Cond
         with safe_open(str(file), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
             keys = sorted(handle.keys())
-            if keys != sorted(_TENSOR_KEYS):
-                raise DataError(f"{invalid}: expected tensors {list(_TENSOR_KEYS)}, found {keys}")
+            if keys not in (sorted(_TENSOR_KEYS), sorted((*_TENSOR_KEYS, "soft_labels"))):
+                raise DataError(f"{invalid}: expected tensors {list(_TENSOR_KEYS)} (+ soft_labels), found {keys}")
             images = handle.get_tensor("images")
             labels = handle.get_tensor("labels")
+            soft_labels = handle.get_tensor("soft_labels") if "soft_labels" in keys else None
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         if isinstance(err, DataError):
             raise
@@ -346,7 +370,14 @@ def load_condensed(path: str | os.PathLike[str], *, verify: bool = True) -> Cond
                 f"(file modified or corrupt); expected {expected[:12]}…, got {actual[:12]}…"
             )
     images, labels = _check_tensors(images, labels, where=invalid)
-    return CondensedSet(images=images, labels=labels, manifest=manifest)
+    if soft_labels is not None:
+        from securedc.robust import check_soft_labels
+
+        soft_labels = check_soft_labels(soft_labels, labels, where=invalid)
+        if verify and manifest.get("soft_labels_sha256") != _soft_digest(soft_labels):
+            raise DataError(f"condensed set {str(file)!r}: soft_labels do not match the manifest hash "
+                            "(file modified or corrupt)")
+    return CondensedSet(images=images, labels=labels, manifest=manifest, soft_labels=soft_labels)
 
 
 def _deep_merge(base: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
@@ -382,7 +413,7 @@ def update_manifest(path: str | os.PathLike[str], updates: dict[str, Any]) -> Co
     target = Path(path)
     current = load_condensed(target, verify=True)
     merged = _deep_merge(current.manifest, updates)
-    manifest = _write(target, current.images, current.labels, merged)
+    manifest = _write(target, current.images, current.labels, merged, soft_labels=current.soft_labels)
     return CondensedSet(images=current.images, labels=current.labels, manifest=manifest)
 
 

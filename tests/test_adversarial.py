@@ -49,9 +49,10 @@ def test_pgd_perturb_in_ball_deterministic_and_rng_neutral(digits):
     assert loss(ctx.network(a), y) > loss(ctx.network(x), y)  # PGD raises the attacked loss
 
 
-def test_real_vectors_and_loss(digits):
+@pytest.mark.parametrize("mode", ["robust-features", "perturbed"])
+def test_real_vectors_and_loss(digits, mode):
     ctx, _ = _ctx(digits)
-    term = AdversarialTerm(eps=0.1, steps=3)
+    term = AdversarialTerm(eps=0.1, steps=3, mode=mode, extractor_epochs=2)
     term.prepare(ctx)
     x, y = digits.train_images[:40], digits.train_labels[:40]
     with torch.no_grad():
@@ -66,13 +67,15 @@ def test_real_vectors_and_loss(digits):
     assert loss > 0 and syn.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("attack_network", ["random", "synthetic"])
-def test_vectors_do_not_depend_on_other_examples(digits, attack_network):
+@pytest.mark.parametrize("mode,attack_network", [("perturbed", "random"), ("perturbed", "synthetic"),
+                                                 ("robust-features", "random")])
+def test_vectors_do_not_depend_on_other_examples(digits, mode, attack_network):
     """Issue 12 finding 1: an example's adversarial vector is a function of that example (and public
     parameters) only. Real DSA-augmented digits, real torchattacks PGD: removing one example or permuting
     the batch leaves every other example's vector unchanged."""
     ctx, c = _ctx(digits)
-    term = AdversarialTerm(eps=0.1, steps=5, attack_network=attack_network, retrain_every=5, retrain_epochs=2)
+    term = AdversarialTerm(eps=0.1, steps=5, mode=mode, attack_network=attack_network, retrain_every=5,
+                           retrain_epochs=2, extractor_epochs=2, perturb_real=True)
     term.prepare(ctx)
     params = c.dsa.sample(10, generator=torch.Generator().manual_seed(1))
     x, y = digits.train_images[:120], digits.train_labels[:120]
@@ -104,7 +107,7 @@ def test_keyed_pgd_start_is_per_example(digits):
 
 def test_minmax_and_synthetic_attack_network(digits):
     ctx, _ = _ctx(digits)
-    term = AdversarialTerm(eps=0.1, steps=2, attack_network="synthetic", perturb_synthetic=True,
+    term = AdversarialTerm(eps=0.1, steps=2, mode="perturbed", attack_network="synthetic", perturb_synthetic=True,
                            retrain_every=5, retrain_epochs=3)
     state = torch.get_rng_state()
     term.prepare(ctx)
@@ -112,7 +115,7 @@ def test_minmax_and_synthetic_attack_network(digits):
     x, y = digits.train_images[:20], digits.train_labels[:20]
     v1 = term.real_vectors(ctx, x, y)
     ctx2, _ = _ctx(digits)
-    term2 = AdversarialTerm(eps=0.1, steps=2, attack_network="synthetic", perturb_synthetic=True,
+    term2 = AdversarialTerm(eps=0.1, steps=2, mode="perturbed", attack_network="synthetic", perturb_synthetic=True,
                             retrain_every=5, retrain_epochs=3)
     term2.prepare(ctx2)
     assert torch.equal(v1, term2.real_vectors(ctx2, x, y))

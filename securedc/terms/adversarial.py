@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -26,12 +27,14 @@ import torchattacks
 from torch import Tensor, nn
 
 from securedc.discrepancy.base import discrepancy_for_run
+from securedc.errors import ConfigError
 from securedc.terms.base import StepContext, Term, register_term
 
 if TYPE_CHECKING:
     from securedc.config import CondenseConfig
+    from securedc.robust import PGDRecipe
 
-__all__ = ["AdversarialTerm", "KeyedPGD", "example_keys", "keyed_uniform_start", "pgd_perturb", "train_on_synthetic"]
+__all__ = ["AdversarialTerm", "KeyedPGD", "soft_labels_for", "example_keys", "keyed_uniform_start", "pgd_perturb", "train_on_synthetic"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,39 +174,72 @@ def train_on_synthetic(
 
 @register_term("adversarial")
 class AdversarialTerm(Term):
-    """Discrepancy between PGD-perturbed real data and the (optionally perturbed) synthetic set.
+    """The robustness term: match real data's features under a *robust* extractor (default), or
+    the older variant that matches PGD-perturbed real data under the step network.
+
+    Modes:
+        ``"robust-features"`` (default). Per-class statistics of real features under a robust
+        extractor ``g`` are matched with those of S: ``φ(x) = D(g.embed(x))`` (``D`` the
+        discrepancy's per-sample map, e.g. the feature itself for DM), optionally of
+        ``x`` PGD-perturbed against ``g`` (``perturb_real``). Robustness of models trained on
+        a set comes from robust features (Ilyas et al. 2019; ROME's adversarially trained
+        pool); random networks have none, so S copied non-robust, label-correlated
+        directions. The extractor is either
+
+        * trained on S only (``extractor_path=None``): PGD adversarial training on the
+          current synthetic set — post-processing, no privacy cost — alternating with
+          condensation: a new *round* every ``retrain_every`` releases, warm-started from the
+          previous round's weights; or
+        * loaded from ``extractor_path`` (safetensors weights of the run's architecture,
+          trained on data the user declares public; never pickle).
+
+        ``"perturbed"``: every real example is PGD-perturbed against the step network (or a
+        network trained on S, ``attack_network="synthetic"``) and matched under the step
+        network. Measured: this *lowers* PGD accuracy of models trained on S (digits and
+        FMNIST, ``benchmarks/results/robust_fmnist.md``); kept only as the comparison variant.
+
+    Statistics bank contract: :meth:`prepare` is a deterministic function of the context
+    (``ctx.generator``, ``ctx.network``, ``ctx.release``/``ctx.step``) and of the term's state.
+    The extractor used for release ``r`` is the one of round ``r // retrain_every``: each
+    round's frozen weights are kept (keyed by round) so that an optimisation step that reuses
+    an old release ``r`` matches S under the very extractor that produced ``r``'s real
+    statistic. Memory: one state dict per round, ``ceil(R / retrain_every)`` of them for R
+    releases (ConvNet-3 width 128 on 28×28: ≈ 1.3 MB each), at most ``max_rounds`` (older
+    rounds beyond it raise a :class:`~securedc.errors.ConfigError` instead of being silently
+    retrained); a loaded extractor is one state dict.
 
     Args:
-        eps: L∞ radius in [0, 1] image units.
+        eps: L∞ radius in [0, 1] image units (extractor training and PGD).
         steps: PGD steps.
-        alpha: PGD step size.
+        alpha: PGD step size of the perturbed variant and ``perturb_real`` (default eps / 4).
         discrepancy: registered discrepancy (the same as the distribution term's).
         private: DP mode (normalised features, private-compatible discrepancies only).
         discrepancy_kwargs: forwarded to the discrepancy.
-        perturb_synthetic: also perturb the synthetic images with PGD before matching
-            (min-max form); the perturbation is a constant offset, gradients flow to S.
-        attack_network: ``"random"`` attacks the step's random network (default: free,
-            every step a new network, exactly reproducible on resume); ``"synthetic"``
-            attacks a network trained on S only, retrained every ``retrain_every`` steps.
-        retrain_every: steps between retrainings of the synthetic attack network.
-        retrain_epochs: epochs of each retraining.
+        mode: ``"robust-features"`` or ``"perturbed"``.
+        extractor_path: public robust extractor weights (robust-features mode).
+        extractor_epochs: adversarial-training epochs of the first round on S (later rounds: half).
+        perturb_real: robust-features mode: also PGD-perturb real examples against the extractor.
+        max_rounds: bound on the stored extractor rounds.
+        perturb_synthetic: perturbed mode: also perturb S (min-max form).
+        attack_network: perturbed mode: ``"random"`` or ``"synthetic"``.
+        retrain_every: releases per extractor round (both modes' S-trained networks).
+        retrain_epochs: perturbed mode: epochs of each standard retraining of the attack network.
         weight, clip: see :class:`Term`.
 
     Privacy:
-        Real examples enter only through :meth:`real_vectors` (one row each); the
-        attack network never sees real data.
-
-    Note:
-        With ``attack_network="synthetic"`` a run resumed from a checkpoint taken between
-        two retrainings retrains on the resumed S, so it is not bit-identical to the
-        uninterrupted run (the random default is).
+        Real examples enter only through :meth:`real_vectors`, one row each, a function of that
+        example, the public extractor/network and public seeds only (PGD starts are keyed per
+        example, :class:`KeyedPGD`); extractors and attack networks never see real data.
 
     References:
-        Chen & Selvan, "A Discrepancy-Based Perspective on Dataset Condensation", 2025.
+        Ilyas et al., "Adversarial Examples Are Not Bugs, They Are Features", NeurIPS 2019, arXiv:1905.02175.
         Zhou et al., "ROME is Forged in Adversity: Robust Distilled Datasets via Information
         Bottleneck", ICML 2025.
         Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
+        Chen & Selvan, "A Discrepancy-Based Perspective on Dataset Condensation", 2025.
     """
+
+    MODES = ("robust-features", "perturbed")
 
     def __init__(
         self,
@@ -214,6 +250,11 @@ class AdversarialTerm(Term):
         discrepancy: str = "mean-embedding",
         private: bool = False,
         discrepancy_kwargs: dict[str, Any] | None = None,
+        mode: str = "robust-features",
+        extractor_path: str | None = None,
+        extractor_epochs: int = 30,
+        perturb_real: bool = False,
+        max_rounds: int = 256,
         perturb_synthetic: bool = False,
         attack_network: str = "random",
         retrain_every: int = 50,
@@ -222,17 +263,27 @@ class AdversarialTerm(Term):
         clip: float = 1.0,
     ) -> None:
         super().__init__(weight=weight, clip=clip)
+        if mode not in self.MODES:
+            raise ConfigError(f"adversarial mode must be one of {list(self.MODES)} (got {mode!r})")
+        self.mode = mode
         self.eps = float(eps)
         self.steps = int(steps)
         self.alpha = float(alpha) if alpha is not None else self.eps / 4
         self.perturb_synthetic = bool(perturb_synthetic)
         self.attack_network = attack_network
-        self.retrain_every = int(retrain_every)
+        self.retrain_every = max(1, int(retrain_every))
         self.retrain_epochs = int(retrain_epochs)
+        self.extractor_path = extractor_path
+        self.extractor_epochs = int(extractor_epochs)
+        self.perturb_real = bool(perturb_real)
+        self.max_rounds = int(max_rounds)
         self.discrepancy = discrepancy_for_run(discrepancy, private=private, **(discrepancy_kwargs or {}))
         self._seed = 0
         self._attack_net: nn.Module | None = None
         self._attack_net_round: int | None = None
+        self._rounds: dict[int, dict[str, Tensor]] = {}  # round -> frozen extractor weights
+        self._extractor: nn.Module | None = None
+        self._extractor_round: int | None = None
 
     @classmethod
     def from_config(cls, config: "CondenseConfig") -> "AdversarialTerm | None":
@@ -246,19 +297,82 @@ class AdversarialTerm(Term):
             discrepancy=config.discrepancy,
             private=config.privacy.private,
             discrepancy_kwargs=config.discrepancy_kwargs,
+            mode=adv.mode,
+            extractor_path=adv.robust_extractor,
+            extractor_epochs=adv.extractor_epochs,
+            retrain_every=adv.retrain_every,
             perturb_synthetic=adv.perturb_synthetic,
             attack_network=adv.attack_network,
             weight=adv.weight,
             clip=config.privacy.clip,
         )
 
+    # ------------------------------------------------------------------ robust extractor
+    def _recipe(self) -> "PGDRecipe":
+        from securedc.robust import PGDRecipe
+
+        return PGDRecipe(eps=self.eps, steps=min(self.steps, 5))
+
+    def _round_of(self, ctx: StepContext) -> int:
+        return int(getattr(ctx, "release", ctx.step)) // self.retrain_every
+
+    def _ensure_extractor(self, ctx: StepContext) -> None:
+        from securedc.robust import load_extractor, train_robust_extractor
+
+        if self.extractor_path is not None:
+            if self._extractor is None:
+                self._extractor = load_extractor(self.extractor_path, ctx.model_factory(0))
+                self._extractor_round = 0
+            return
+        rnd = self._round_of(ctx)
+        if self._extractor is not None and self._extractor_round == rnd:
+            return
+        net = ctx.model_factory(rnd)
+        if rnd in self._rounds:
+            net.load_state_dict(self._rounds[rnd])
+        else:
+            if len(self._rounds) >= self.max_rounds:
+                raise ConfigError(f"adversarial term: more than max_rounds={self.max_rounds} extractor rounds; "
+                                  "raise retrain_every")
+            earlier = [r for r in self._rounds if r < rnd]
+            epochs = self.extractor_epochs
+            if earlier:  # warm start: alternate condensation and adversarial training of the extractor
+                net.load_state_dict(self._rounds[max(earlier)])
+                epochs = max(1, epochs // 2)
+            train_robust_extractor(net, ctx.synthetic_images, ctx.synthetic_labels, recipe=self._recipe(),
+                                   epochs=epochs, seed=1_000_003 * (rnd + 1) + 17)
+            self._rounds[rnd] = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self._extractor, self._extractor_round = net, rnd
+
+    def teacher(self, images: Tensor, labels: Tensor, model_factory: "Callable[[int], nn.Module]") -> nn.Module:
+        """The robust teacher for soft labels: the loaded public extractor, or one more adversarial-training
+        round on the final synthetic set, warm-started from the last round (post-processing of S)."""
+        from securedc.robust import load_extractor, train_robust_extractor
+
+        if self.extractor_path is not None:
+            return load_extractor(self.extractor_path, model_factory(0))
+        net = model_factory(10_007)
+        epochs = self.extractor_epochs
+        if self._rounds:
+            net.load_state_dict(self._rounds[max(self._rounds)])
+            epochs = max(1, epochs // 2)
+        return train_robust_extractor(net, images, labels, recipe=self._recipe(), epochs=epochs, seed=99_991)
+
     # ------------------------------------------------------------------ per step
     def prepare(self, ctx: StepContext) -> None:
         self._seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator))
         local = torch.Generator().manual_seed(self._seed)
+        if self.mode == "robust-features":
+            self._ensure_extractor(ctx)
+            assert self._extractor is not None
+            self.discrepancy.resample(feature_dim=self._extractor.feature_dim, generator=local)
+            return
         self.discrepancy.resample(feature_dim=ctx.network.feature_dim, generator=local)
         if self.attack_network == "synthetic":
-            rnd = ctx.step // self.retrain_every
+            rnd = self._round_of(ctx)
             if self._attack_net is None or self._attack_net_round != rnd:
                 net = ctx.model_factory(self._seed % (2**31))
                 self._attack_net = train_on_synthetic(
@@ -267,9 +381,15 @@ class AdversarialTerm(Term):
                 self._attack_net_round = rnd
 
     def _attacker(self, ctx: StepContext) -> nn.Module:
+        if self.mode == "robust-features":
+            assert self._extractor is not None
+            return self._extractor
         if self.attack_network == "synthetic" and self._attack_net is not None:
             return self._attack_net
         return ctx.network
+
+    def _embedder(self, ctx: StepContext) -> nn.Module:
+        return self._attacker(ctx) if self.mode == "robust-features" else ctx.network
 
     def _perturb(self, ctx: StepContext, x: Tensor, y: Tensor, *, offset: int) -> Tensor:
         return pgd_perturb(
@@ -277,32 +397,59 @@ class AdversarialTerm(Term):
         )
 
     def real_vectors(self, ctx: StepContext, x: Tensor, y: Tensor) -> Tensor:
-        x_adv = self._perturb(ctx, x, y, offset=0)
+        if self.mode == "perturbed" or self.perturb_real:
+            x = self._perturb(ctx, x, y, offset=0)
         with torch.no_grad():
-            return self.discrepancy.real_vectors(ctx.network.embed(x_adv)).detach()
+            return self.discrepancy.real_vectors(self._embedder(ctx).embed(x)).detach()
 
     def reducer(self):
         return self.discrepancy.reduce
 
     def loss(self, ctx: StepContext, real_stat: Tensor, syn_x: Tensor, syn_y: Tensor) -> Tensor:
-        if self.perturb_synthetic:
+        if self.mode == "perturbed" and self.perturb_synthetic:
             delta = self._perturb(ctx, syn_x.detach(), syn_y, offset=1) - syn_x.detach()
             syn_x = syn_x + delta
-        return self.discrepancy.loss(real_stat, ctx.network.embed(syn_x), syn_y)
+        return self.discrepancy.loss(real_stat, self._embedder(ctx).embed(syn_x), syn_y)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out = {
             **super().describe(),
+            "mode": self.mode,
             "discrepancy": self.discrepancy.name,
             "eps": self.eps,
             "steps": self.steps,
             "alpha": self.alpha,
+        }
+        if self.mode == "robust-features":
+            out.update({
+                "extractor": "public file (declared public by the user)" if self.extractor_path else
+                             "adversarially trained on the synthetic set only (post-processing)",
+                "extractor_training": self._recipe().describe(),
+                "retrain_every": self.retrain_every,
+                "extractor_epochs": self.extractor_epochs,
+                "perturb_real": self.perturb_real,
+            })
+            return out
+        out.update({
             "perturb_synthetic": self.perturb_synthetic,
             "attack_network": self.attack_network,
             "attack": "torchattacks.PGD (L-inf; per-example keyed random start, sum loss)",
-            **(
-                {"retrain_every": self.retrain_every, "retrain_epochs": self.retrain_epochs}
-                if self.attack_network == "synthetic"
-                else {}
-            ),
-        }
+            **({"retrain_every": self.retrain_every, "retrain_epochs": self.retrain_epochs}
+               if self.attack_network == "synthetic" else {}),
+        })
+        return out
+
+
+def soft_labels_for(
+    terms: "list[Term]", images: Tensor, labels: Tensor, *, model_factory: Callable[[int], nn.Module],
+    temperature: float = 1.0,
+) -> Tensor | None:
+    """Per-image soft labels ``[M, C]`` of the final synthetic set from the robust teacher of the run's
+    robust-features term (post-processing of S: free), or ``None`` when the run has no such term."""
+    from securedc.robust import soft_labels_from
+
+    for term in terms:
+        if isinstance(term, AdversarialTerm) and term.mode == "robust-features":
+            teacher = term.teacher(images, labels, model_factory)
+            return soft_labels_from(teacher, images, temperature=temperature)
+    return None

@@ -1,0 +1,213 @@
+"""Robust training pieces shared by evaluation, audits, the plugins and the adversarial term.
+
+* :class:`PGDRecipe` — an adversarial-training recipe (Madry et al.): every training batch
+  is replaced by its L∞ PGD examples (torchattacks, per-example keyed random start) against
+  the model being trained.
+* :func:`soft_label_loss` — cross-entropy against per-image soft labels (the KD loss of
+  Hinton et al. with the teacher's tempered probabilities stored in the file).
+* :func:`train_robust_extractor` — adversarially trains a network on a (synthetic or
+  declared-public) set; the robust-feature term matches real features under it.
+* :func:`save_extractor` / :func:`load_extractor` — safetensors weights (no pickle).
+
+References:
+    Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018, arXiv:1706.06083.
+    Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", arXiv:1503.02531, 2015.
+    Goldblum et al., "Adversarially Robust Distillation", AAAI 2020, arXiv:1905.09747.
+    Ilyas et al., "Adversarial Examples Are Not Bugs, They Are Features", NeurIPS 2019, arXiv:1905.02175.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from securedc.errors import ConfigError, DataError
+
+__all__ = [
+    "PGDRecipe",
+    "soft_label_loss",
+    "check_soft_labels",
+    "train_robust_extractor",
+    "save_extractor",
+    "load_extractor",
+    "soft_labels_from",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PGDRecipe:
+    """Adversarial training with L∞ PGD examples (the model is trained on PGD(x) instead of x).
+
+    Attributes:
+        eps: L∞ radius in [0, 1] pixel units (normalisation stays inside the model).
+        steps: PGD steps per training batch.
+        alpha: step size; ``None`` = ``2.5 * eps / steps`` (Madry et al.'s rule).
+        random_start: start each example at a keyed uniform point of the ball.
+
+    Example:
+        >>> r = PGDRecipe(eps=0.1, steps=5)
+        >>> round(r.step_size, 3), r.describe()["name"]
+        (0.05, 'pgd')
+    """
+
+    eps: float
+    steps: int = 5
+    alpha: float | None = None
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (isinstance(self.eps, (int, float)) and 0 < self.eps <= 1):
+            problems.append(f"PGDRecipe eps must be in (0, 1] in pixel units (got {self.eps!r}); e.g. 8/255")
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            problems.append(f"PGDRecipe steps must be an int >= 1 (got {self.steps!r})")
+        if self.alpha is not None and not (0 < self.alpha <= 1):
+            problems.append(f"PGDRecipe alpha must be in (0, 1] (got {self.alpha!r})")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def step_size(self) -> float:
+        return float(self.alpha) if self.alpha is not None else 2.5 * self.eps / self.steps
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, seed: int) -> Tensor:
+        """PGD examples of ``x`` against ``model`` (its training mode is restored afterwards)."""
+        from securedc.terms.adversarial import KeyedPGD
+
+        with torch.enable_grad():
+            atk = KeyedPGD(model, eps=self.eps, alpha=self.step_size, steps=self.steps, seed=seed,
+                           random_start=self.random_start)
+            return atk(x.detach().clamp(0, 1), y).detach()
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "pgd", "eps": self.eps, "steps": self.steps, "alpha": self.step_size,
+                "random_start": self.random_start, "attack": "torchattacks.PGD (L-inf, keyed random start)"}
+
+
+def check_soft_labels(soft_labels: Tensor, labels: Tensor, *, num_classes: int | None = None, where: str = "") -> Tensor:
+    """Validate per-image soft labels ``[M, C]`` (non-negative rows summing to 1) against ``labels [M]``.
+
+    Raises:
+        DataError: wrong shape, dtype or values.
+    """
+    prefix = f"{where}: " if where else ""
+    if not isinstance(soft_labels, Tensor) or soft_labels.dim() != 2 or soft_labels.shape[0] != labels.shape[0]:
+        shape = list(soft_labels.shape) if isinstance(soft_labels, Tensor) else type(soft_labels).__name__
+        raise DataError(f"{prefix}soft_labels must be [M, C] with M = {labels.shape[0]} images, got {shape}")
+    if num_classes is not None and soft_labels.shape[1] != num_classes:
+        raise DataError(f"{prefix}soft_labels have {soft_labels.shape[1]} columns but there are {num_classes} classes")
+    if labels.numel() and int(labels.max()) >= soft_labels.shape[1]:
+        raise DataError(f"{prefix}label {int(labels.max())} has no soft-label column ({soft_labels.shape[1]} columns)")
+    if not soft_labels.is_floating_point() or not torch.isfinite(soft_labels).all() or soft_labels.min() < 0:
+        raise DataError(f"{prefix}soft_labels must be finite non-negative floats (probabilities)")
+    if soft_labels.numel() and (soft_labels.sum(1) - 1).abs().max() > 1e-3:
+        raise DataError(f"{prefix}soft_labels rows must sum to 1 (probabilities), got sums up to "
+                        f"{float((soft_labels.sum(1) - 1).abs().max() + 1):.4f}")
+    return soft_labels.float()
+
+
+def soft_label_loss(logits: Tensor, soft_labels: Tensor, *, reduction: str = "mean") -> Tensor:
+    """Cross-entropy with soft targets, ``-Σ_c p_c log softmax(logits)_c`` (KD with stored probabilities).
+
+    Example:
+        >>> logits = torch.tensor([[2.0, 0.0]])
+        >>> hard = soft_label_loss(logits, torch.tensor([[1.0, 0.0]]))
+        >>> bool(torch.isclose(hard, F.cross_entropy(logits, torch.tensor([0]))))
+        True
+    """
+    loss = -(soft_labels * F.log_softmax(logits, dim=1)).sum(1)
+    return loss.sum() if reduction == "sum" else loss.mean()
+
+
+def train_robust_extractor(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    recipe: PGDRecipe,
+    epochs: int,
+    seed: int,
+    lr: float = 0.01,
+    batch_size: int = 256,
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+) -> nn.Module:
+    """Adversarially train ``model`` on (images, labels) with ``recipe``; returned frozen, in eval mode.
+
+    Privacy: the only data seen are ``images`` — the synthetic set (post-processing, free) or a
+    set the user declares public. Real private data must never be passed here.
+    """
+    if epochs < 0:
+        raise ConfigError(f"extractor epochs must be >= 0 (got {epochs})")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    x_all, y_all = images.detach().float(), labels
+    n = x_all.shape[0]
+    model.train()
+    with torch.enable_grad():
+        for epoch in range(epochs):
+            order = torch.randperm(n, generator=gen).to(x_all.device)
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                x, y = x_all[idx], y_all[idx]
+                if augment is not None:
+                    x = augment(x, gen)
+                x = recipe.perturb(model, x, y, seed=seed * 7919 + epoch * 131 + start)
+                model.train()
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def soft_labels_from(model: nn.Module, images: Tensor, *, temperature: float = 1.0) -> Tensor:
+    """Tempered softmax of ``model`` on ``images`` ``[M, C]`` (post-processing of S when the model
+    was trained on S or on public data)."""
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"soft-label temperature must be > 0 (got {temperature})")
+    model.eval()
+    logits = torch.cat([model(x) for x in images.split(256)]) if images.shape[0] else images.new_zeros(0, 1)
+    return F.softmax(logits.float() / temperature, dim=1).cpu()
+
+
+def save_extractor(path: str | os.PathLike[str], model: nn.Module) -> None:
+    """Write ``model``'s state dict as safetensors (tensors only; loading runs no code)."""
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def load_extractor(path: str | os.PathLike[str], model: nn.Module) -> nn.Module:
+    """Load safetensors weights written by :func:`save_extractor` into ``model`` (strict); frozen, eval.
+
+    Raises:
+        DataError: missing/unreadable file or weights that do not fit the architecture.
+    """
+    try:
+        state = load_file(str(path))
+    except FileNotFoundError:
+        raise DataError(f"--robust-extractor {str(path)!r} not found; give a .safetensors file of weights") from None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise DataError(f"--robust-extractor {str(path)!r} is not a safetensors weights file: {err}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise DataError(f"--robust-extractor {str(path)!r} does not fit the model architecture: {first}") from None
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
