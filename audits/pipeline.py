@@ -5,7 +5,7 @@ Order of an audited ``securedc condense`` (docs/audits.md):
 1. :func:`split_members` reserves a stratified ``holdout_fraction`` of the training data as
    *non-members* **before** condensing; the condenser sees only the members.
 2. condense on the members (the caller does this).
-3. :func:`run_audits`: utility (also the manifest's evaluation: models are trained once),
+3. :func:`run_audits`: utility (also the owner's evaluation: models are trained once),
    membership inference (LOSS, neighbour, LiRA, RMIA; shadows re-run the same
    :class:`~securedc.config.CondenseConfig` on random halves of the audit pool), the
    one-run canary audit (one more condensation of the members plus canaries), and the
@@ -19,9 +19,10 @@ the same (ε, δ), so the canary audit still tests the claimed ε. With 2 shadow
 canaries the default audit of a digits release adds three short condensations and a few
 small models.
 
-The split is a pure function of (labels, holdout_fraction, seed): a file made by an audited
-``securedc condense`` records them (manifest ``audit.split``) so ``securedc audit`` recreates
-exactly the same members and non-members.
+The split is a pure function of (labels, holdout_fraction, seed): an audited ``securedc condense``
+records them in the owner record beside the release (``NAME.owner.json``, ``audit.split``; never
+in the release itself, see :mod:`securedc.owner`) so ``securedc audit`` recreates exactly the same
+members and non-members.
 """
 
 from __future__ import annotations
@@ -156,7 +157,11 @@ def split_members(
 
 
 def split_record(train_labels: Tensor, *, holdout_fraction: float, seed: int, fingerprint: str) -> dict[str, Any]:
-    """What the manifest stores so ``securedc audit`` can recreate the split."""
+    """What the owner record stores so ``securedc audit`` can recreate the split.
+
+    The record holds the data fingerprint and a hash of the member indices, both computed from
+    the private data: it belongs in the owner record (:mod:`securedc.owner`), never in a release.
+    """
     m, n = split_indices(train_labels, holdout_fraction=holdout_fraction, seed=seed)
     digest = hashlib.sha256(m.to(torch.int64).numpy().tobytes()).hexdigest()
     return {"holdout_fraction": holdout_fraction, "seed": int(seed), "dataset_fingerprint": fingerprint,
@@ -217,7 +222,7 @@ def run_audits(
         num_classes, mean, std: dataset metadata.
         config: the release's condensation config (shadows and canary runs reuse it).
         eval_config: the evaluation protocol (``--eval-models``/``--eval-epochs``); the utility
-            audit uses it so the manifest's evaluation comes from the same models.
+            audit uses it so the owner record's evaluation comes from the same models.
         audit: how much to audit (:class:`AuditConfig`).
         policy: certification thresholds.
         progress: called with a short message before each audit (CLI status line).
@@ -287,7 +292,7 @@ def run_audits(
 
 
 def headline(outcome: AuditOutcome) -> dict[str, Any]:
-    """Headline numbers for the manifest's ``audit`` section (JSON-ready)."""
+    """Headline numbers for the owner record's ``audit`` section (JSON-ready; measured on real data)."""
     out: dict[str, Any] = {}
     r = outcome.results
     if "utility" in r:

@@ -7,7 +7,12 @@ robustness (table, accuracy vs ε, sanity checks) when present, and utility.
 
 Plots are matplotlib ``Figure`` objects rendered with ``FigureCanvasAgg`` (no pyplot
 global state) and inlined as base64 PNG ``data:`` URIs; every string from data or
-configuration is HTML-escaped. Both files are written atomically.
+configuration is HTML-escaped. Both files are written atomically and readable by their owner
+only (``0o600``).
+
+The report is for the data owner: its numbers (accuracy, membership inference, canaries, the
+member split, the dataset fingerprint) are measured on the private data and are not covered by
+the release's (ε, δ). Both files say so; never publish them with the release.
 """
 
 from __future__ import annotations
@@ -29,7 +34,16 @@ from securedc.audits import names as N
 from securedc.audits.base import AuditResult, json_ready
 from securedc.audits.certify import Certification
 
-__all__ = ["write_report", "render_html", "report_data", "epsilon_history_from_privacy"]
+__all__ = ["write_report", "render_html", "report_data", "epsilon_history_from_privacy", "OWNER_ONLY_NOTE"]
+
+#: Shown at the top of report.html and stored in report.json.
+OWNER_ONLY_NOTE = (
+    "For the data owner only: this report holds numbers measured on the private data (audit and "
+    "evaluation results, the member split, the dataset fingerprint). They are not covered by the "
+    "release's differential-privacy guarantee; do not publish this report with the release."
+)
+
+_REPORT_MODE = 0o600
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222;
@@ -38,7 +52,7 @@ h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-t
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left;
 vertical-align:top}th{background:#f2f2f2}.pass{color:#0a6b0a;font-weight:bold}.fail{color:#b00020;font-weight:bold}
 .banner{padding:12px 16px;border-radius:6px;font-size:1.2em;margin:12px 0}.banner.pass{background:#e3f6e3}
-.banner.fail{background:#fde7ea}.num{font-variant-numeric:tabular-nums;text-align:right}
+.banner.fail{background:#fde7ea}.banner.owner{background:#fff4d6;font-size:1em}.num{font-variant-numeric:tabular-nums;text-align:right}
 img{max-width:100%;border:1px solid #eee}.note{color:#555;font-size:.92em}
 """
 
@@ -325,17 +339,33 @@ def report_data(
     results: dict[str, AuditResult],
     certification: Certification,
     epsilon_history: Sequence[Sequence[float]] = (),
+    owner: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON document (``report.json``): every number the HTML shows."""
+    """The JSON document (``report.json``): every number the HTML shows.
+
+    Args:
+        manifest: The release's public manifest.
+        results: Audit results by name.
+        certification: The verdict.
+        epsilon_history: ``(step, ε)`` pairs.
+        owner: The data owner's record (fingerprint, exact counts, member split; see
+            :mod:`securedc.owner`), stored under ``owner``.
+
+    Returns:
+        A plain-JSON dict marked ``owner_only``.
+    """
     return json_ready({
         "format": "securedc-report",
         "version": 1,
+        "owner_only": True,
+        "note": OWNER_ONLY_NOTE,
         "certified": certification.certified,
         "certification": certification.to_dict(),
         "results": {k: r.to_dict() for k, r in results.items()},
         "privacy": manifest.get("privacy") or {},
         "epsilon_history": [list(h) for h in epsilon_history],
         "manifest": manifest,
+        "owner": owner or {},
     })
 
 
@@ -348,9 +378,14 @@ def render_html(
     labels: Tensor,
     classes: Sequence[str],
     epsilon_history: Sequence[Sequence[float]] = (),
+    owner: dict[str, Any] | None = None,
 ) -> str:
-    """The self-contained HTML report (no external resources)."""
+    """The self-contained HTML report (no external resources), marked owner-only.
+
+    ``owner`` is the data owner's record (see :func:`report_data`); its dataset fingerprint is shown.
+    """
     ds = manifest.get("dataset") or {}
+    fingerprint = str(((owner or {}).get("dataset") or {}).get("fingerprint") or ds.get("fingerprint") or "n/a")
     title = f"securedc audit report — {ds.get('name', 'dataset')}, {manifest.get('ipc', '?')} image(s) per class"
     ok = certification.certified
     banner = ("CERTIFIED: every gate passed" if ok else
@@ -365,7 +400,8 @@ def render_html(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
-        f'<p class="note">dataset fingerprint {_e(str(ds.get("fingerprint", ""))[:16])}… · {_e(privacy_txt)} · '
+        f'<div class="banner owner" id="owner-only">{_e(OWNER_ONLY_NOTE)}</div>',
+        f'<p class="note">dataset fingerprint {_e(fingerprint[:16])}… · {_e(privacy_txt)} · '
         f"{_e(manifest.get('num_images', images.shape[0]))} images · tensor sha256 "
         f"{_e(str(manifest.get('tensor_sha256', 'n/a'))[:16])}</p>",
         '<h2 id="verdict">Verdict</h2>',
@@ -398,8 +434,11 @@ def write_report(
     labels: Tensor,
     classes: Sequence[str],
     epsilon_history: Sequence[Sequence[float]] = (),
+    owner: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``report.html`` and ``report.json`` into ``directory`` (created if needed), atomically.
+
+    Both files are for the data owner (mode ``0o600``; see :data:`OWNER_ONLY_NOTE`).
 
     Returns:
         The path of ``report.html``.
@@ -408,9 +447,9 @@ def write_report(
 
     out = ensure_writable_dir(directory)
     data = report_data(manifest=manifest, results=results, certification=certification,
-                       epsilon_history=epsilon_history)
+                       epsilon_history=epsilon_history, owner=owner)
     page = render_html(manifest=manifest, results=results, certification=certification, images=images,
-                       labels=labels, classes=classes, epsilon_history=epsilon_history)
-    atomic_write_text(out / "report.json", json.dumps(data, indent=1, sort_keys=False))
-    atomic_write_text(out / "report.html", page)
+                       labels=labels, classes=classes, epsilon_history=epsilon_history, owner=owner)
+    atomic_write_text(out / "report.json", json.dumps(data, indent=1, sort_keys=False), mode=_REPORT_MODE)
+    atomic_write_text(out / "report.html", page, mode=_REPORT_MODE)
     return out / "report.html"

@@ -114,7 +114,7 @@ def run_utility_audit(
 
 
 def evaluation_section(result: AuditResult) -> dict[str, Any]:
-    """The manifest's ``evaluation`` section from a utility result (same shape as ``securedc condense``
+    """The owner record's ``evaluation`` section from a utility result (same shape as ``securedc condense``
     writes without the audit), so models are not trained twice."""
     main = result.details["main_architecture"]
     per = result.details["per_architecture"][main]

@@ -7,7 +7,10 @@ A training loop adopts securedc in two lines::
 
 ``condense`` caches its output under ``~/.cache/securedc/condensed`` (key: the full
 configuration, the data fingerprint and the securedc version), so the second run of a
-script loads the file instead of recomputing.
+script loads the file instead of recomputing. The key is computed from the private data, so it
+is kept only in the owner record beside each cached file (``NAME.owner.json``, see
+:mod:`securedc.owner`), never in the file's manifest nor in its name; a lookup reads the owner
+records of the cache directory.
 
 Certification: files written by :func:`condense` have not been audited, so their manifest
 says ``audit.certified = false``. :func:`condense` therefore opens them with
@@ -27,6 +30,7 @@ import json
 import logging
 import math
 import os
+import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ from securedc.data import DatasetBundle, bundle_from_torch_dataset
 from securedc.errors import CertificationError, ConfigError, DataError
 from securedc.export import load_condensed, save_condensed
 from securedc.robust import PGDRecipe
+from securedc.owner import OWNER_SUFFIX, read_owner_record
 
 __all__ = [
     "CondensedDataset",
@@ -155,6 +160,9 @@ def default_cache_dir() -> Path:
 def cache_key(config: CondenseConfig, fingerprint: str) -> str:
     """SHA-256 hex of (full configuration, data fingerprint, securedc version).
 
+    The key is computed from the data: it goes into the owner record beside a cached file
+    (``cache.key``), never into the file or its name.
+
     Example:
         >>> a = cache_key(CondenseConfig(ipc=1), "f" * 64)
         >>> a == cache_key(CondenseConfig(ipc=1), "f" * 64), a == cache_key(CondenseConfig(ipc=2), "f" * 64)
@@ -164,6 +172,22 @@ def cache_key(config: CondenseConfig, fingerprint: str) -> str:
 
     payload = {"config": config.to_dict(), "fingerprint": fingerprint, "version": securedc.__version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _find_cached(folder: Path, key: str) -> tuple[Path, str] | None:
+    """The cached release whose owner record holds ``key``: ``(path, tensor_sha256)``, or ``None``."""
+    if not folder.is_dir():
+        return None
+    for record_file in sorted(folder.glob(f"*{OWNER_SUFFIX}")):
+        release = record_file.with_name(record_file.name.removesuffix(OWNER_SUFFIX) + ".safetensors")
+        try:
+            record = read_owner_record(release)
+        except DataError as err:
+            logger.debug("skipping %s: %s", record_file, err)
+            continue
+        if (record or {}).get("cache", {}).get("key") == key and release.is_file():
+            return release, str(record.get("tensor_sha256"))
+    return None
 
 
 def _build_config(
@@ -251,19 +275,24 @@ def condense(
         bundle = bundle_from_torch_dataset(dataset, test_fraction=0.0, classes=classes, mean=mean, std=std)
     key = cache_key(cfg, bundle.fingerprint)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"{bundle.name}-ipc{cfg.ipc}-{key[:20]}.safetensors"
-    if path.exists() and not refresh:
+    found = _find_cached(folder, key)
+    path = found[0] if found else None
+    if found is not None and not refresh:
         try:
-            ds = CondensedDataset(path, transform=transform, allow_uncertified=True)
+            ds = CondensedDataset(found[0], transform=transform, allow_uncertified=True)
         except DataError as err:
-            logger.warning("cached file %s is unreadable (%s); recomputing", path, err)
+            logger.warning("cached file %s is unreadable (%s); recomputing", found[0], err)
         else:
-            ds.from_cache = True
-            logger.info("loaded condensed set from cache %s", path)
-            return ds
+            if ds.manifest.get("tensor_sha256") == found[1]:
+                ds.from_cache = True
+                logger.info("loaded condensed set from cache %s", found[0])
+                return ds
+            logger.warning("cached file %s does not match its owner record; recomputing", found[0])
     outcome = api_condense(bundle, ipc=cfg.ipc, config=cfg)
-    manifest = outcome.manifest(cache={"key": key, "created_by": "securedc.plugins.torch.condense"})
-    save_condensed(path, outcome.images, outcome.labels, manifest)
+    if path is None:  # a random name: the key must not be readable from the file name either
+        path = folder / f"{bundle.name}-ipc{cfg.ipc}-{secrets.token_hex(8)}.safetensors"
+    owner = outcome.owner_record(cache={"key": key, "created_by": "securedc.plugins.torch.condense"})
+    save_condensed(path, outcome.images, outcome.labels, outcome.manifest(), owner=owner)
     logger.info("condensed %d images to %s (not audited: uncertified)", len(outcome.labels), path)
     return CondensedDataset(path, transform=transform, allow_uncertified=True)
 

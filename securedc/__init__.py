@@ -19,7 +19,7 @@ try:  # the one version string: pyproject.toml's, as installed
 except _PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-from securedc.api import Condensation, as_bundle, build_manifest, condense  # noqa: E402
+from securedc.api import Condensation, as_bundle, build_manifest, build_owner_record, condense  # noqa: E402
 from securedc.condenser import Condenser, CondenseResult, ProgressEvent  # noqa: E402
 from securedc.config import AdversarialConfig, CondenseConfig, EvalConfig, PrivacyConfig  # noqa: E402
 from securedc.errors import (  # noqa: E402
@@ -30,6 +30,7 @@ from securedc.errors import (  # noqa: E402
     SecuredcError,
 )
 from securedc.export import CondensedSet, load_condensed, save_condensed  # noqa: E402
+from securedc.owner import owner_path, read_owner_record, write_owner_record  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -44,9 +45,13 @@ __all__ = [
     "EvalConfig",
     "as_bundle",
     "build_manifest",
+    "build_owner_record",
     "load_condensed",
     "save_condensed",
     "CondensedSet",
+    "owner_path",
+    "read_owner_record",
+    "write_owner_record",
     "SecuredcError",
     "ConfigError",
     "DataError",

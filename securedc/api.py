@@ -18,7 +18,7 @@ from securedc.config import CondenseConfig
 from securedc.data import DatasetBundle, bundle_from_torch_dataset, load_dataset
 from securedc.errors import ConfigError
 
-__all__ = ["Condensation", "condense", "as_bundle", "build_manifest"]
+__all__ = ["Condensation", "condense", "as_bundle", "build_manifest", "build_owner_record"]
 
 
 @dataclass
@@ -32,7 +32,12 @@ class Condensation:
     bundle: DatasetBundle
 
     def manifest(self, **extra: Any) -> dict[str, Any]:
+        """The public manifest of the release (see :func:`build_manifest`)."""
         return build_manifest(self.bundle, self.config, self.result, **extra)
+
+    def owner_record(self, **extra: Any) -> dict[str, Any]:
+        """The data owner's record kept beside the release (see :func:`build_owner_record`)."""
+        return build_owner_record(self.bundle, self.result, **extra)
 
 
 def as_bundle(data: DatasetBundle | Dataset | str, *, root: str | None = None, download: bool = False) -> DatasetBundle:
@@ -103,15 +108,28 @@ def condense(
 def build_manifest(
     bundle: DatasetBundle, config: CondenseConfig, result: CondenseResult, **extra: Any
 ) -> dict[str, Any]:
-    """The JSON manifest stored in the safetensors metadata (docs/design.md)."""
+    """The public JSON manifest stored in the safetensors metadata.
+
+    It holds only what is true of the release without reference to the private data beyond the
+    DP mechanism: dataset name, source and class names, configuration, privacy accounting,
+    adversarial settings and the audit verdict. The data fingerprint, the exact numbers of
+    training and test examples, the wall time and every audit or evaluation number go into
+    :func:`build_owner_record` instead.
+
+    Args:
+        bundle: The data condensed (name, source, classes and normalisation are recorded).
+        config: The configuration of the run.
+        result: The condenser's result.
+        **extra: Further top-level sections (e.g. ``audit``), replacing defaults.
+
+    Returns:
+        A plain-JSON dict for :func:`securedc.export.save_condensed`.
+    """
     manifest: dict[str, Any] = {
         "dataset": {
             "name": bundle.name,
             "source": bundle.source,
-            "fingerprint": bundle.fingerprint,
             "classes": list(bundle.classes),
-            "num_train": int(bundle.train_labels.shape[0]),
-            "num_test": int(bundle.test_labels.shape[0]),
         },
         "ipc": config.ipc,
         "image_shape": list(bundle.image_shape),
@@ -127,10 +145,33 @@ def build_manifest(
             "steps_done": result.steps_done,
             "lr_img": config.resolved_lr_img(bundle.std),
             "real_precision": resolve_precision(config.real_precision, config.device),
-            "seconds": round(result.seconds, 3),
             "final_loss": result.losses[-1] if result.losses else None,
         },
         "audit": {"certified": False, "ran": False},
     }
     manifest.update(extra)
     return manifest
+
+
+def build_owner_record(bundle: DatasetBundle, result: CondenseResult, **extra: Any) -> dict[str, Any]:
+    """What only the data owner keeps about a release (``NAME.owner.json``, see :mod:`securedc.owner`).
+
+    Args:
+        bundle: The data condensed.
+        result: The condenser's result.
+        **extra: Further sections (``audit``, ``evaluation``, ``cache`` ...).
+
+    Returns:
+        A plain-JSON dict: the data fingerprint, the exact numbers of training and test
+        examples, the condensation's wall time, plus ``extra``.
+    """
+    record: dict[str, Any] = {
+        "dataset": {
+            "fingerprint": bundle.fingerprint,
+            "num_train": int(bundle.train_labels.shape[0]),
+            "num_test": int(bundle.test_labels.shape[0]),
+        },
+        "condensation": {"seconds": round(result.seconds, 3)},
+    }
+    record.update(extra)
+    return record

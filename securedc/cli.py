@@ -227,19 +227,19 @@ def condense(
     from securedc.api import Condensation
 
     outcome = Condensation(images=result.images, labels=result.labels, config=config, result=result, bundle=bundle)
-    evaluation: dict[str, Any] = {}
     if audit_plan is not None:
-        manifest = _audit_release(outcome, full_bundle, split, eval_config, audit_plan, target=target, force=force)
-    else:
-        if eval_models:
-            evaluation = _evaluate(outcome, eval_config)
-        manifest = outcome.manifest(evaluation=evaluation)
+        manifest, owner = _audit_release(outcome, full_bundle, split, eval_config, audit_plan, target=target,
+                                         force=force)
+    else:  # numbers measured on real data go to the owner record (NAME.owner.json), never into the release
+        evaluation = _evaluate(outcome, eval_config) if eval_models else None
+        manifest = outcome.manifest()
+        owner = outcome.owner_record(**({"evaluation": evaluation} if evaluation else {}))
     from securedc.export import save_condensed
 
     save_condensed(target, outcome.images, outcome.labels, manifest)
     if checkpoint.exists() and not checkpoint_every:
         checkpoint.unlink()
-    _summary(manifest, target)
+    _summary(manifest, owner, target)
 
 
 def _audit_plan(policy_file: Optional[Path], shadows: int, canaries: int, iterations: int) -> tuple[Any, Any]:
@@ -251,7 +251,7 @@ def _audit_plan(policy_file: Optional[Path], shadows: int, canaries: int, iterat
 
 
 def _member_bundle(bundle: Any, audit_config: Any, *, seed: int) -> tuple[Any, dict[str, Any]]:
-    """The bundle restricted to the audit's members, plus the split record for the manifest."""
+    """The bundle restricted to the audit's members, plus the split record for the owner record."""
     import dataclasses
 
     from securedc.audits.pipeline import split_indices, split_record
@@ -264,14 +264,39 @@ def _member_bundle(bundle: Any, audit_config: Any, *, seed: int) -> tuple[Any, d
     return members, split
 
 
-def _audit_section(outcome: Any, split: dict[str, Any], report_html: Path, *, forced: bool = False) -> dict[str, Any]:
+#: Manifest keys computed from the private data that older releases carried; --recertify moves them out.
+_OWNER_ONLY_MANIFEST_KEYS = ("audit", "evaluation", "cache", "dataset.fingerprint", "dataset.num_train",
+                             "dataset.num_test", "condensation.seconds")
+
+
+def _legacy_owner_record(manifest: dict[str, Any]) -> dict[str, Any]:
+    """An owner record for a release written before owner files existed (its private values moved out)."""
+    ds = manifest.get("dataset") or {}
+    record: dict[str, Any] = {"dataset": {k: ds[k] for k in ("fingerprint", "num_train", "num_test") if k in ds}}
+    seconds = (manifest.get("condensation") or {}).get("seconds")
+    if seconds is not None:
+        record["condensation"] = {"seconds": seconds}
+    for key in ("evaluation", "cache"):
+        if manifest.get(key):
+            record[key] = manifest[key]
+    return record
+
+
+def _release_audit(certification: Any, *, forced: bool = False) -> dict[str, Any]:
+    """The release's ``audit`` section: the verdict and the (public) policy, no measured number."""
+    return {"ran": True, "certified": certification.certified, "forced": forced,
+            "policy": certification.to_dict()["policy"]}
+
+
+def _owner_audit(outcome: Any, split: dict[str, Any], report_html: Path, *, forced: bool = False) -> dict[str, Any]:
+    """The owner record's ``audit`` section: gates, reasons and headline numbers, the member split."""
     from securedc.audits.pipeline import headline
 
     cert = outcome.certification
     return {
         "ran": True,
         "certified": cert.certified,
-        **({"forced": True} if forced else {}),
+        "forced": forced,
         "reasons": cert.reasons,
         "gates": [g.to_dict() for g in cert.gates],
         "policy": cert.to_dict()["policy"],
@@ -284,9 +309,10 @@ def _audit_section(outcome: Any, split: dict[str, Any], report_html: Path, *, fo
 def _run_and_report(
     images: Any, labels: Any, *, manifest: dict[str, Any], bundle: Any, members: Any, nonmembers: Any,
     config: Any, split: dict[str, Any], eval_config: Any, plan: tuple[Any, Any], report_dir: Path,
-    epsilon_history: Any,
+    epsilon_history: Any, owner: dict[str, Any],
 ) -> tuple[Any, Path]:
-    """Run every audit (accuracy on ``bundle``'s test set), write NAME.report/; returns (AuditOutcome, html)."""
+    """Run every audit (accuracy on ``bundle``'s test set), write NAME.report/ (owner-only); returns
+    (AuditOutcome, html). ``owner`` is the owner record shown in the report."""
     from securedc.audits.pipeline import run_audits
     from securedc.audits.report import write_report
     from securedc.export import tensor_digest
@@ -301,13 +327,17 @@ def _run_and_report(
     outcome.split = split
     shown = dict(manifest, tensor_sha256=tensor_digest(images, labels), num_images=int(labels.shape[0]))
     html = write_report(report_dir, manifest=shown, results=outcome.results, certification=outcome.certification,
-                        images=images, labels=labels, classes=bundle.classes, epsilon_history=epsilon_history)
+                        images=images, labels=labels, classes=bundle.classes, epsilon_history=epsilon_history,
+                        owner=owner)
     return outcome, html
 
 
 def _audit_release(outcome: Any, bundle: Any, split: dict[str, Any], eval_config: Any, plan: tuple[Any, Any], *,
-                   target: Path, force: bool) -> dict[str, Any]:
-    """Audit a fresh condensation; returns the manifest to export or raises CertificationError."""
+                   target: Path, force: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Audit a fresh condensation; returns (release manifest, owner record) or raises CertificationError.
+
+    The release gets the verdict only; gates, numbers, evaluation and the member split go to the
+    owner record (and the report)."""
     from securedc.audits.pipeline import split_members
     from securedc.audits.utility import evaluation_section
 
@@ -320,8 +350,10 @@ def _audit_release(outcome: Any, bundle: Any, split: dict[str, Any], eval_config
         config=outcome.config, split=split,
         eval_config=eval_config, plan=plan, report_dir=report_dir, epsilon_history=outcome.result.epsilon_history,
     )
-    section = _audit_section(audited, split, html, forced=force and not audited.certification.certified)
-    manifest = outcome.manifest(evaluation=evaluation_section(audited.results["utility"]), audit=section)
+    forced = force and not audited.certification.certified
+    manifest = outcome.manifest(audit=_release_audit(audited.certification, forced=forced))
+    owner = outcome.owner_record(evaluation=evaluation_section(audited.results["utility"]),
+                                 audit=_owner_audit(audited, split, html, forced=forced))
     _print_gates(audited.certification, html)
     if not audited.certification.certified and not force:
         failed = ", ".join(g.name for g in audited.certification.failed)
@@ -330,7 +362,7 @@ def _audit_release(outcome: Any, bundle: Any, split: dict[str, Any], eval_config
             "Fix the release (e.g. --epsilon for privacy) or export anyway with --force (marked uncertified).",
             report_dir=str(report_dir),
         )
-    return manifest
+    return manifest, owner
 
 
 def _print_gates(certification: Any, html: Path) -> None:
@@ -363,24 +395,41 @@ def _evaluate(outcome: Any, eval_config: Any) -> dict[str, Any]:
             "condensed": syn.to_dict(), "random_subset": rnd.to_dict()}
 
 
-def _summary(manifest: dict[str, Any], target: Path) -> None:
+def _owner_row(owner: dict[str, Any] | None, target: Path) -> tuple[str, str]:
+    """The table row naming the owner record (or saying it was not found)."""
+    from securedc.owner import owner_path
+
+    if owner is None:
+        return "owner file", f"owner file not found ({owner_path(target).name}); numbers measured on real data are unavailable"
+    return "owner file", f"{owner_path(target)} (owner only: fingerprint, counts, audit and evaluation numbers)"
+
+
+def _summary(manifest: dict[str, Any], owner: dict[str, Any] | None, target: Path) -> None:
+    """The table printed after ``condense``: public facts from the release, measured numbers from the owner record."""
+    own = owner or {}
     table = Table(title="securedc condense", show_header=False)
     table.add_row("output", str(target))
-    table.add_row("dataset", f"{manifest['dataset']['name']} ({manifest['dataset']['num_train']} train images)")
+        owner=outcome.owner_record(audit={"split": split}),
+    table.add_row(*_owner_row(owner, target))
+    num_train = (own.get("dataset") or {}).get("num_train")
+    table.add_row("dataset", manifest["dataset"]["name"] + (f" ({num_train} train images)" if num_train is not None else ""))
     table.add_row("images", f"{manifest['ipc'] * len(manifest['dataset']['classes'])} ({manifest['ipc']} per class)")
     priv = manifest["privacy"]
     if priv.get("private"):
         table.add_row("privacy", f"(ε={priv['epsilon']:.3f}, δ={priv['delta']:g})-DP  [σ={priv['noise_multiplier']:.3f}, q={priv['sample_rate']:.4f}, T={priv['steps']}]")
     else:
         table.add_row("privacy", "NOT private")
-    ev = manifest.get("evaluation") or {}
+    ev = own.get("evaluation") or {}
     if ev:
         c, r = ev["condensed"], ev["random_subset"]
         table.add_row("accuracy", f"{100*c['mean']:.1f} ± {100*c['std']:.1f} % (random subset {100*r['mean']:.1f} ± {100*r['std']:.1f} %)")
     audit = manifest.get("audit", {})
     if audit.get("ran"):
-        table.add_row("audit", "certified" if audit.get("certified") else "NOT certified")
-    table.add_row("time", f"{manifest['condensation']['seconds']:.1f} s condensation")
+        table.add_row("audit", ("certified" if audit.get("certified") else "NOT certified")
+                      + (" (forced export)" if audit.get("forced") else ""))
+    seconds = (own.get("condensation") or {}).get("seconds")
+    if seconds is not None:
+        table.add_row("time", f"{seconds:.1f} s condensation")
     Console().print(table)
 
 
@@ -424,7 +473,7 @@ def audit_cmd(
     dataset: Annotated[Optional[str], typer.Option(help="the real data it was condensed from (default: the manifest's)")] = None,
     data_root: Annotated[Optional[Path], typer.Option()] = None,
     policy: Annotated[Optional[Path], typer.Option(help="TOML file overriding certification thresholds")] = None,
-    recertify: Annotated[bool, typer.Option("--recertify", help="write the new verdict into the file's manifest")] = False,
+    recertify: Annotated[bool, typer.Option("--recertify", help="write the new verdict into the file's manifest (and the numbers into its owner file)")] = False,
     audit_shadows: Annotated[int, typer.Option(help="shadow condensations for LiRA/RMIA (0 = skip)")] = 2,
     audit_canaries: Annotated[int, typer.Option(help="canaries of the one-run privacy audit (0 = skip)")] = 100,
     audit_iterations: Annotated[int, typer.Option(help="steps of each shadow/canary condensation (0 = the file's T)")] = 100,
@@ -435,11 +484,12 @@ def audit_cmd(
 ) -> None:
     """Audit an existing condensed file (and re-certify it with --recertify).
 
-    Members/non-members: a file made by an audited `securedc condense` records its split
-    (dataset fingerprint, holdout fraction, seed, members hash), which is recreated exactly.
-    Otherwise the audit cannot know which examples the condenser used: it assumes the whole
-    training set (members) and uses half of the test set as non-members, the other half for
-    accuracy. Exit 1 when the file is not certified (report written either way).
+    Members/non-members: an audited `securedc condense` records its split (dataset
+    fingerprint, holdout fraction, seed, members hash) in the owner file FILE.owner.json beside
+    the release, and the split is recreated exactly. Without that file the audit cannot know
+    which examples the condenser used: it assumes the whole training set (members) and uses half
+    of the test set as non-members, the other half for accuracy. Exit 1 when the file is not
+    certified (report written either way).
     """
     import dataclasses
 
@@ -462,7 +512,8 @@ def audit_cmd(
     if tuple(cs.images.shape[1:]) != bundle.image_shape:
         raise DataError(f"{file} holds {tuple(cs.images.shape[1:])} images but {bundle.name} has {bundle.image_shape}")
     config = CondenseConfig.from_dict(m["config"]) if "config" in m else CondenseConfig(ipc=int(m.get("ipc", 1)))
-    split = (m.get("audit") or {}).get("split")
+    # the owner file holds the split; files written before it existed kept it in the manifest
+    split = ((owner or {}).get("audit") or {}).get("split") or (m.get("audit") or {}).get("split")
     if split and split.get("dataset_fingerprint") == bundle.fingerprint:
         check = split_record(bundle.train_labels, holdout_fraction=split["holdout_fraction"], seed=split["seed"],
                              fingerprint=bundle.fingerprint)
@@ -496,15 +547,27 @@ def audit_cmd(
         config=config, split=split,
         eval_config=eval_config, plan=plan, report_dir=report_dir,
         epsilon_history=epsilon_history_from_privacy(m.get("privacy") or {}),
+    from securedc.owner import owner_path, read_owner_record, write_owner_record
     )
     _print_gates(outcome.certification, html)
-    if recertify:
-        update_manifest(file, {"audit": _audit_section(outcome, split, html)})
-        console.print(f"manifest of {file} updated: certified = {outcome.certification.certified}")
+    if recertify:  # owner file first: the release on disk never names a verdict its owner file lacks
+        record = dict(owner) if owner is not None else _legacy_owner_record(m)
+        record["audit"] = _owner_audit(outcome, split, html)
+        if "utility" in outcome.results:  # the re-audit's models are the new evaluation (as in condense)
+            from securedc.audits.utility import evaluation_section
+
+            record["evaluation"] = evaluation_section(outcome.results["utility"])
+        write_owner_record(file, record, tensor_sha256=m["tensor_sha256"])
+        update_manifest(file, {"audit": _release_audit(outcome.certification)}, drop=_OWNER_ONLY_MANIFEST_KEYS)
+        console.print(f"manifest of {file} updated: certified = {outcome.certification.certified}; "
+                      f"audit numbers in {owner_path(file)}")
     if not outcome.certification.certified:
         failed = ", ".join(g.name for g in outcome.certification.failed)
         raise CertificationError(f"{file} is not certified: failed gate(s) {failed}. Report: {html}",
                                  report_dir=str(report_dir))
+    owner = read_owner_record(file, tensor_sha256=m["tensor_sha256"], missing_ok=True)
+    if owner is None:
+        console.print(f"[yellow]owner file not found[/yellow] ({owner_path(file)})")
 
 
 @app.command()
@@ -513,13 +576,24 @@ def inspect(
     file: Annotated[Path, typer.Argument(help="condensed .safetensors file")],
     grid: Annotated[Optional[Path], typer.Option(help="write a PNG grid of the images here")] = None,
 ) -> None:
-    """Show the manifest (privacy, audit, config) and optionally save an image grid."""
+    """Show the manifest (privacy, audit, config) and optionally save an image grid.
+
+    Numbers measured on the real data (fingerprint, counts, audit reasons, accuracy) are read from
+    the owner file FILE.owner.json when it is present; the release itself holds none.
+    """
+    from securedc.errors import DataError
     from securedc.export import load_condensed, save_image_grid
 
     cs = load_condensed(file)
     m = cs.manifest
     table = Table(title=str(file), show_header=False)
-    table.add_row("dataset", f"{m['dataset']['name']}  fingerprint {m['dataset']['fingerprint'][:16]}…")
+    table.add_row(*owner_row)
+    dataset_txt = m["dataset"]["name"]
+    if own_ds.get("fingerprint"):
+        dataset_txt += f"  fingerprint {own_ds['fingerprint'][:16]}…"
+    if own_ds.get("num_train") is not None:
+        dataset_txt += f"  ({own_ds['num_train']} train images)"
+    table.add_row("dataset", dataset_txt)
     table.add_row("images", f"{m['num_images']} × {m['shape'][1:]}  ({m['ipc']} per class)")
     table.add_row("sha256", m["tensor_sha256"])
     priv = m.get("privacy", {})
@@ -533,16 +607,18 @@ def inspect(
     adv = m.get("adversarial", {})
     table.add_row("adversarial", f"eps={adv.get('eps'):.4g}, steps={adv.get('steps')}" if adv.get("enabled") else "off")
     audit = m.get("audit", {})
-    table.add_row("audit", ("certified" if audit.get("certified") else "NOT certified") + ("" if audit.get("ran") else " (audit not run)"))
-    for reason in audit.get("reasons", []):
+    table.add_row("audit", ("certified" if audit.get("certified") else "NOT certified")
+                  + ("" if audit.get("ran") else " (audit not run)") + (" (forced export)" if audit.get("forced") else ""))
+    for reason in (own.get("audit") or {}).get("reasons", []):
         table.add_row("audit reason", str(reason))
-    ev = m.get("evaluation") or {}
+    ev = own.get("evaluation") or {}
     if ev:
         table.add_row("accuracy", f"{100*ev['condensed']['mean']:.1f} ± {100*ev['condensed']['std']:.1f} % vs random {100*ev['random_subset']['mean']:.1f} %")
     Console().print(table)
     if grid is not None:
         save_image_grid(grid, cs.images, cs.labels, classes=m["dataset"].get("classes"))
         Console().print(f"image grid written to {grid}")
+        owner={**(owner or {}), "audit": {"split": split}},
 
 
 @app.command()
@@ -561,3 +637,11 @@ def datasets() -> None:
 
 def main() -> None:  # pragma: no cover
     app()
+    from securedc.owner import read_owner_record
+    try:
+        owner = read_owner_record(file, tensor_sha256=m["tensor_sha256"], missing_ok=True)
+        owner_row = _owner_row(owner, file)
+    except DataError as err:  # unreadable or another release's record: show the release alone
+        owner, owner_row = None, ("owner file", str(err))
+    own = owner or {}
+    own_ds = own.get("dataset") or {}

@@ -218,8 +218,10 @@ def _soft_digest(soft_labels: Tensor) -> str:
     return h.hexdigest()
 
 
-def _write(path: Path, images: Tensor, labels: Tensor, manifest: Mapping[str, Any],
-           soft_labels: Tensor | None = None) -> dict:
+def _write(
+    path: Path, images: Tensor, labels: Tensor, manifest: Mapping[str, Any], owner: Mapping[str, Any] | None = None,
+    soft_labels: Tensor | None = None,
+) -> dict:
     images, labels = _check_tensors(images, labels, where=f"cannot save {str(path)!r}")
     if soft_labels is not None:
         from securedc.robust import check_soft_labels
@@ -246,6 +248,10 @@ def _write(path: Path, images: Tensor, labels: Tensor, manifest: Mapping[str, An
     ensure_writable_dir(path.parent)
     atomic_write_bytes(path, payload)
     logger.info("saved %d images to %s (sha256 %s)", images.shape[0], path, full["tensor_sha256"])
+    if owner is not None:  # first, so a release on disk always has its owner record beside it
+        from securedc.owner import write_owner_record
+
+        write_owner_record(path, owner, tensor_sha256=full["tensor_sha256"])
     return json.loads(text)
 
 
@@ -257,12 +263,14 @@ def save_condensed(
     *,
     soft_labels: Tensor | None = None,
 ) -> Path:
+    owner: Mapping[str, Any] | None = None,
     """Save a condensed set and its manifest as one safetensors file, atomically.
 
     The manifest is copied (the caller's dict is not modified) and completed with
     ``format``, ``schema_version``, ``securedc_version``, ``tensor_sha256``, ``shape`` and
     ``num_images``, which override keys of the same name. The parent directory is created
-    if needed.
+    if needed. The manifest is public: put nothing computed from private data in it (no
+    fingerprint, exact counts or audit numbers); those go into ``owner``.
 
     Args:
         path: Target file, conventionally ``NAME.safetensors``.
@@ -271,6 +279,8 @@ def save_condensed(
         manifest: JSON-serialisable dict (str keys; finite floats; no tensors/arrays).
         soft_labels: Optional per-image probabilities ``[M, num_classes]`` stored as the
             ``soft_labels`` tensor (hash in ``soft_labels_sha256``); refused (``DataError``) when
+        owner: The data owner's record, written first to ``NAME.owner.json`` beside the file
+            (owner-only permissions, bound to the tensor hash; see :mod:`securedc.owner`).
             the shape does not match ``labels``.
 
     Returns:
@@ -289,7 +299,7 @@ def save_condensed(
         2
     """
     target = Path(path)
-    _write(target, images, labels, manifest, soft_labels=soft_labels)
+    _write(target, images, labels, manifest, owner, soft_labels=soft_labels)
     return target
 
 
@@ -390,7 +400,9 @@ def _deep_merge(base: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def update_manifest(path: str | os.PathLike[str], updates: dict[str, Any]) -> CondensedSet:
+def update_manifest(
+    path: str | os.PathLike[str], updates: dict[str, Any], *, drop: Sequence[str] = ()
+) -> CondensedSet:
     """Deep-merge ``updates`` into a saved set's manifest and rewrite the file atomically.
 
     Used by re-certification: the tensors are verified against the stored hash first and
@@ -402,6 +414,8 @@ def update_manifest(path: str | os.PathLike[str], updates: dict[str, Any]) -> Co
         updates: JSON-serialisable dict, e.g. ``{"audit": {"certified": True}}``.
 
     Returns:
+        drop: Dotted keys removed before the merge (``"audit"`` replaces the whole section,
+            ``"dataset.fingerprint"`` one entry); absent keys are ignored.
         The set as now stored (same tensors, merged manifest).
 
     Raises:
@@ -412,7 +426,15 @@ def update_manifest(path: str | os.PathLike[str], updates: dict[str, Any]) -> Co
         raise DataError(f"manifest updates must be a dict, got {type(updates).__name__}")
     target = Path(path)
     current = load_condensed(target, verify=True)
-    merged = _deep_merge(current.manifest, updates)
+    base = copy.deepcopy(current.manifest)
+    for dotted in drop:
+        *parents, leaf = dotted.split(".")
+        section: Any = base
+        for key in parents:
+            section = section.get(key) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            section.pop(leaf, None)
+    merged = _deep_merge(base, updates)
     manifest = _write(target, current.images, current.labels, merged, soft_labels=current.soft_labels)
     return CondensedSet(images=current.images, labels=current.labels, manifest=manifest)
 

@@ -59,7 +59,7 @@ def _unlink_quietly(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it over ``path`` when the block succeeds.
 
     The temporary file already exists (empty) when the block starts, so writers may open it
@@ -68,6 +68,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     Args:
         path: The final file.
+        mode: Permission bits of the final file (e.g. ``0o600`` for an owner-only file); ``None``
+            keeps those of the file it replaces, or ``0o666`` minus the umask for a new file.
+            The temporary file is created ``0o600``, so no other user can read it meanwhile.
 
     Yields:
         The temporary path to write to.
@@ -93,7 +96,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:  # persist whatever the block wrote
             os.fsync(handle.fileno())
-        os.chmod(tmp, _final_mode(target))
+        os.chmod(tmp, _final_mode(target) if mode is None else mode)
         os.replace(tmp, target)
     except BaseException:
         _unlink_quietly(tmp)
@@ -101,12 +104,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     _fsync_dir(target.parent)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, replace).
 
     Args:
         path: The final file.
         data: The complete new content.
+        mode: Permission bits of the final file (see :func:`atomic_path`).
 
     Raises:
         OSError: Writing or moving failed; the temp file is removed and ``path`` is untouched.
@@ -118,24 +122,25 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         >>> target.read_bytes()
         b'\\x00\\x01'
     """
-    with atomic_path(path) as tmp:
+    with atomic_path(path, mode=mode) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, mode: int | None = None) -> None:
     """Write ``text`` (UTF-8, newlines untranslated) to ``path`` atomically.
 
     Args:
         path: The final file.
         text: The complete new content.
+        mode: Permission bits of the final file (see :func:`atomic_path`).
 
     Raises:
         OSError: Writing or moving failed; the temp file is removed and ``path`` is untouched.
     """
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:

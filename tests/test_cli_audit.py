@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from securedc.export import load_condensed
+from securedc.owner import owner_path, read_owner_record
 
 # tiny but real: 5 steps, 1 model of 10 epochs, 2 shadows and 20 canaries of 5 steps each
 QUICK = ["--ipc", "1", "--iterations", "5", "--eval-models", "1", "--eval-epochs", "10", "--audit-shadows", "2",
@@ -51,24 +52,29 @@ def test_refused_release_writes_report_but_no_file(tmp_path, strict_policy) -> N
     assert data["certified"] is False
     assert "mia-auc" in [g["name"] for g in data["certification"]["gates"] if not g["passed"]]
     assert set(data["results"]) == {"utility", "mia", "canary"}
-    # the condenser saw only the members: the manifest in the report says so
-    split = data["manifest"]["dataset"]
-    assert split["num_train"] < 1347
+    # the condenser saw only the members: the owner record in the report says so
+    assert data["owner"]["dataset"]["num_train"] < 1347 and "num_train" not in data["manifest"]["dataset"]
+    assert data["owner_only"] is True
     assert "NOT CERTIFIED" in (report / "report.html").read_text()
+    assert not (tmp_path / "s.owner.json").exists()  # nothing exported, no owner record either
 
 
 def test_force_exports_uncertified_then_audit_recertifies(tmp_path, strict_policy, lenient_policy) -> None:
     proc = _run("condense", *QUICK, "--out", str(tmp_path), "--name", "f", "--policy", str(strict_policy), "--force")
     assert proc.returncode == 0, proc.stderr[-3000:]
     cs = load_condensed(tmp_path / "f.safetensors")
-    audit = cs.manifest["audit"]
+    # the release says only the verdict; the numbers are in the owner file beside it
+    assert set(cs.manifest["audit"]) == {"ran", "certified", "forced", "policy"}
+    assert cs.manifest["audit"]["certified"] is False and cs.manifest["audit"]["forced"] is True
+    owner = read_owner_record(tmp_path / "f.safetensors", tensor_sha256=cs.manifest["tensor_sha256"])
+    audit = owner["audit"]
     assert audit["ran"] is True and audit["certified"] is False and audit["forced"] is True
     assert any(r.startswith("mia-auc:") for r in audit["reasons"])
     split = audit["split"]
-    assert cs.manifest["dataset"]["num_train"] == split["num_members"]
+    assert owner["dataset"]["num_train"] == split["num_members"]
     assert split["num_members"] + split["num_nonmembers"] == 1347 and 260 <= split["num_nonmembers"] <= 280
     assert math.isfinite(audit["headline"]["mia"]["auc"])
-    assert cs.manifest["evaluation"]["condensed"]["mean"] == audit["headline"]["utility"]["condensed_acc"]
+    assert owner["evaluation"]["condensed"]["mean"] == audit["headline"]["utility"]["condensed_acc"]
     # re-audit the exported file under a lenient policy: the recorded split is recreated, the file re-certified
     proc = _run("audit", str(tmp_path / "f.safetensors"), "--policy", str(lenient_policy), "--recertify",
                 "--eval-models", "1", "--eval-epochs", "10", "--audit-shadows", "0", "--audit-canaries", "20",
@@ -76,7 +82,10 @@ def test_force_exports_uncertified_then_audit_recertifies(tmp_path, strict_polic
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "recreated the recorded split" in proc.stderr
     cs2 = load_condensed(tmp_path / "f.safetensors")
-    assert cs2.manifest["audit"]["certified"] is True and cs2.manifest["audit"]["reasons"] == []
+    assert cs2.manifest["audit"]["certified"] is True and "reasons" not in cs2.manifest["audit"]
+    owner2 = read_owner_record(tmp_path / "f.safetensors", tensor_sha256=cs2.manifest["tensor_sha256"])
+    assert owner2["audit"]["certified"] is True and owner2["audit"]["reasons"] == []
+    assert owner2["audit"]["split"] == split
     assert cs2.manifest["tensor_sha256"] == cs.manifest["tensor_sha256"]
     assert (tmp_path / "re" / "report.html").exists()
 
@@ -91,8 +100,13 @@ def test_no_audit_and_bad_policy(tmp_path) -> None:
                 str(tmp_path), "--name", "n")
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = load_condensed(tmp_path / "n.safetensors").manifest
-    assert m["audit"] == {"certified": False, "ran": False} and m["dataset"]["num_train"] == 1347
+    assert m["audit"] == {"certified": False, "ran": False} and "num_train" not in m["dataset"]
+    assert read_owner_record(tmp_path / "n.safetensors")["dataset"]["num_train"] == 1347
     assert not (tmp_path / "n.report").exists()
+    # inspect works from the release alone and says the owner file is missing
+    owner_path(tmp_path / "n.safetensors").unlink()
+    shown = _run("inspect", str(tmp_path / "n.safetensors"))
+    assert shown.returncode == 0 and "owner file not found" in shown.stdout
 
 
 @pytest.mark.slow

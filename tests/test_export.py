@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 import securedc.export as export_module
 import securedc.io as io_module
+import securedc.owner as owner_module
 from securedc.errors import ConfigError, DataError
 from securedc.export import (
     SCHEMA_VERSION,
@@ -31,6 +32,7 @@ from securedc.export import (
     update_manifest,
 )
 from securedc.io import atomic_path, atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from securedc.owner import owner_path, read_owner_record, write_owner_record
 
 
 @pytest.fixture
@@ -287,6 +289,16 @@ def test_update_manifest_merges_and_keeps_tensors(tmp_path, condensed):
     assert reloaded.manifest["tensor_sha256"] == tensor_digest(images, labels)
 
 
+def test_update_manifest_drop_replaces_sections(tmp_path, condensed):
+    images, labels, manifest = condensed
+    out = save_condensed(tmp_path / "s.safetensors", images, labels, manifest)
+    updated = update_manifest(out, {"audit": {"certified": True}},
+                              drop=("audit", "dataset.fingerprint", "no.such.key", "ipc.x"))
+    assert updated.manifest["audit"] == {"certified": True}  # replaced, not merged: "metrics" is gone
+    assert updated.manifest["dataset"] == {"name": "digits"} and updated.manifest["ipc"] == 2
+    assert load_condensed(out).manifest == updated.manifest
+
+
 def test_update_manifest_refuses_corrupt_file_and_bad_updates(tmp_path, condensed):
     images, labels, manifest = condensed
     out = save_condensed(tmp_path / "s.safetensors", images, labels, manifest)
@@ -299,6 +311,46 @@ def test_update_manifest_refuses_corrupt_file_and_bad_updates(tmp_path, condense
     with pytest.raises(DataError, match="manifest hash"):
         update_manifest(out, {"audit": {"certified": True}})
     assert out.read_bytes() == corrupt
+
+
+# ---------------------------------------------------------------- owner record
+
+
+def test_save_with_owner_writes_bound_owner_only_record(tmp_path, condensed):
+    images, labels, manifest = condensed
+    out = save_condensed(tmp_path / "s.safetensors", images, labels, manifest,
+                         owner={"dataset": {"num_train": 6}, "format": "ignored"})
+    record_file = tmp_path / "s.owner.json"
+    assert owner_path(out) == record_file and stat.S_IMODE(record_file.stat().st_mode) == 0o600
+    record = read_owner_record(out, tensor_sha256=load_condensed(out).manifest["tensor_sha256"])
+    assert record["format"] == "securedc-owner" and record["release"] == "s.safetensors"
+    assert record["dataset"] == {"num_train": 6} and record["tensor_sha256"] == tensor_digest(images, labels)
+    assert "num_train" not in out.read_bytes().decode("latin-1")  # the owner's values stay out of the release
+    # an owner record that is not JSON: nothing at all is written
+    with pytest.raises(DataError, match="not plain JSON"):
+        save_condensed(tmp_path / "t.safetensors", images, labels, manifest, owner={"x": float("nan")})
+    assert not (tmp_path / "t.safetensors").exists() and not (tmp_path / "t.owner.json").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_read_owner_record_errors(tmp_path):
+    release = tmp_path / "r.safetensors"
+    assert read_owner_record(release, missing_ok=True) is None
+    with pytest.raises(DataError, match="owner file .* not found"):
+        read_owner_record(release)
+    write_owner_record(release, {"audit": {"ran": True}}, tensor_sha256="ab" * 32)
+    assert read_owner_record(release, tensor_sha256="ab" * 32)["audit"] == {"ran": True}
+    with pytest.raises(DataError, match="belongs to another release"):
+        read_owner_record(release, tensor_sha256="cd" * 32)
+    record_file = owner_path(release)
+    for text, fragment in (("{not json", "not JSON"), ('{"format": "x", "version": 1}', "format is not"),
+                           ('{"format": "securedc-owner", "version": 99}', "newer than"),
+                           ('{"format": "securedc-owner", "version": "1"}', "positive integer")):
+        record_file.write_text(text)
+        with pytest.raises(DataError, match=fragment):
+            read_owner_record(release)
+    with pytest.raises(DataError, match="must be a dict"):
+        write_owner_record(release, [1, 2], tensor_sha256="ab" * 32)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -352,6 +404,15 @@ def test_atomic_write_bytes_and_permissions(tmp_path):
     with pytest.raises(OSError):
         atomic_write_bytes(tmp_path / "missing-dir" / "x.bin", b"x")
     assert _leftovers(tmp_path) == []
+
+
+def test_atomic_write_explicit_mode(tmp_path):
+    target = tmp_path / "secret.json"
+    atomic_write_text(target, "{}", mode=0o600)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    target.chmod(0o644)  # an explicit mode wins over the replaced file's
+    atomic_write_bytes(target, b"[]", mode=0o600)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() == b"[]"
 
 
 # ---------------------------------------------------------------- ensure_writable_dir
@@ -433,7 +494,7 @@ def test_image_grid_named_classes_rgb_and_cap(tmp_path):
 # ---------------------------------------------------------------- no unsafe deserialisation
 
 
-@pytest.mark.parametrize("module", [export_module, io_module])
+@pytest.mark.parametrize("module", [export_module, io_module, owner_module])
 def test_no_pickle_or_torch_load(module):
     source = Path(module.__file__).read_text(encoding="utf-8")
     assert "pickle" not in source

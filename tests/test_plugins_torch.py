@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from securedc.errors import CertificationError, ConfigError, DataError
 from securedc.export import save_condensed, update_manifest
+from securedc.owner import owner_path, read_owner_record
 from securedc.plugins.torch import (
     CondensedDataset,
     MixedDataset,
@@ -84,9 +85,20 @@ def test_condense_caches_and_keys_on_config(digits_ds, tmp_path):
     assert t_second < t_first
     other = condense(digits_ds, cache_dir=tmp_path, **{**TINY, "seed": 1})
     assert other.path != first.path and not other.from_cache
-    assert first.manifest["cache"]["key"] == cache_key(
-        __import__("securedc").CondenseConfig.from_dict(first.manifest["config"]), first.manifest["dataset"]["fingerprint"]
-    )
+    # the key (a hash over the data fingerprint) lives in the owner record only: not in the manifest, not in the name
+    record = read_owner_record(first.path, tensor_sha256=first.manifest["tensor_sha256"])
+    key = cache_key(__import__("securedc").CondenseConfig.from_dict(first.manifest["config"]),
+                    record["dataset"]["fingerprint"])
+    assert record["cache"]["key"] == key and "cache" not in first.manifest
+    assert "fingerprint" not in first.manifest["dataset"]
+    metadata = first.path.read_bytes()[:20_000].decode("latin-1")
+    assert key not in metadata and key[:20] not in metadata and record["dataset"]["fingerprint"] not in metadata
+    assert key[:20] not in first.path.name
+    # refresh recomputes into the same file; a missing owner record is a cache miss
+    again = condense(digits_ds, cache_dir=tmp_path, refresh=True, **TINY)
+    assert again.path == first.path and not again.from_cache
+    owner_path(first.path).unlink()
+    assert not condense(digits_ds, cache_dir=tmp_path, **TINY).from_cache
 
 
 def test_condense_matches_library_result(digits, digits_ds, tmp_path):
@@ -108,7 +120,8 @@ def test_condense_private_and_user_dataset(digits, tmp_path):
 
     ds = condense(NumpyDigits(), epsilon=8.0, cache_dir=tmp_path, **TINY)
     assert ds.privacy["private"] is True and 0 < ds.privacy["epsilon"] <= 8.0 + 1e-6
-    assert ds.images.shape == (20, 1, 8, 8) and ds.manifest["dataset"]["num_train"] == 300
+    assert ds.images.shape == (20, 1, 8, 8) and "num_train" not in ds.manifest["dataset"]
+    assert read_owner_record(ds.path)["dataset"]["num_train"] == 300  # the exact count is the owner's
 
 
 def test_condense_rejects_unknown_option(digits_ds, tmp_path):

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import shutil
+import stat
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -68,8 +69,14 @@ def _manifest() -> dict:
     priv = {"private": True, "epsilon": 1.98, "target_epsilon": 2.0, "delta": 1e-4, "noise_multiplier": 1.3,
             "sample_rate": 0.1, "steps": 40, "sensitivity": 1.0, "accountant": "rdp", "opacus_version": "x",
             "mechanism": "Gaussian", "not_covered": ["class counts <i>", "hyper-parameters"]}
-    return {"dataset": {"name": "digits<x>", "fingerprint": "ab" * 32, "classes": [str(i) for i in range(10)]},
+    return {"dataset": {"name": "digits<x>", "classes": [str(i) for i in range(10)]},
             "ipc": 2, "num_images": 20, "privacy": priv}
+
+
+def _owner() -> dict:
+    """The owner record shown in the report (the release's manifest has none of this)."""
+    return {"dataset": {"fingerprint": "ab" * 32, "num_train": 1078, "num_test": 450},
+            "audit": {"split": {"members_sha256": "cd" * 32, "num_members": 1078, "num_nonmembers": 269}}}
 
 
 def _write(tmp_path: Path) -> tuple[Path, dict, object]:
@@ -80,7 +87,8 @@ def _write(tmp_path: Path) -> tuple[Path, dict, object]:
     labels = torch.arange(10).repeat_interleave(2)
     hist = epsilon_history_from_privacy(_manifest()["privacy"], points=8)
     html_path = write_report(tmp_path / "r.report", manifest=_manifest(), results=results, certification=cert,
-                             images=images, labels=labels, classes=[str(i) for i in range(10)], epsilon_history=hist)
+                             images=images, labels=labels, classes=[str(i) for i in range(10)], epsilon_history=hist,
+                             owner=_owner())
     return html_path, json.loads((html_path.parent / "report.json").read_text()), cert
 
 
@@ -115,6 +123,17 @@ def test_html_structure_and_json_numbers(tmp_path) -> None:
     assert abs(data["epsilon_history"][-1][1] - epsilon_history_from_privacy(_manifest()["privacy"], points=1)[0][1]) < 1e-9
     assert "class counts &lt;i&gt;" in page  # what DP does not cover
     assert "pgd &lt;= fgsm" in page  # sanity checks table
+
+
+def test_report_is_marked_owner_only(tmp_path) -> None:
+    html_path, data, _ = _write(tmp_path)
+    page = html_path.read_text()
+    assert "For the data owner only" in page and 'id="owner-only"' in page
+    assert page.index('id="owner-only"') < page.index('id="verdict"')  # the first thing a reader sees
+    assert data["owner_only"] is True and "do not publish" in data["note"]
+    assert data["owner"] == _owner() and "abababababababab" in page  # the owner's fingerprint, from the owner record
+    for name in ("report.html", "report.json"):
+        assert stat.S_IMODE((html_path.parent / name).stat().st_mode) == 0o600
 
 
 def test_non_private_report_without_robustness(tmp_path) -> None:
