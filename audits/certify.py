@@ -11,7 +11,8 @@ gate                      passes when                                           
 ``mia-auc``               MIA ROC AUC (best attack) ≤ threshold                        0.60
 ``canary``                canary ε lower bound ε̂ ≤ claimed ε                          —
 ``robustness-sanity``     every attack sanity check passes (only with ``--adv-eps``)   —
-``robustness-pgd``        PGD accuracy of S ≥ baseline's − margin (``--adv-eps``)      margin 0
+``robustness-pgd``        PGD accuracy of S ≥ baseline's − margin (``--adv-eps``;      margin 0
+                          both trained by ``robust_protocol``, default standard)
 ========================  ==========================================================  =========
 
 A missing audit fails its gate (a gate that cannot be checked is not passed),
@@ -69,6 +70,9 @@ class Policy:
         robust_metric: metric of the robustness audit compared with the baseline's
             (``pgd20_acc``, ``pgd100_acc`` or ``autoattack_acc``).
         robust_margin: robust accuracy of S may be at most this much below the baseline's.
+        robust_protocol: how the compared models are trained — ``"standard"`` (the evaluation
+            protocol) or ``"adversarial"`` (the audit's PGD adversarial-training recipe); S and the
+            random real subset are always trained the same way.
         require_sanity_checks: with ``--adv-eps``, every robustness sanity check must pass.
     """
 
@@ -82,6 +86,7 @@ class Policy:
     canary_slack: float = 0.0
     robust_metric: str = N.PGD20_ACC
     robust_margin: float = 0.0
+    robust_protocol: str = "standard"
     require_sanity_checks: bool = True
 
     def problems(self) -> list[str]:
@@ -101,6 +106,8 @@ class Policy:
         if self.robust_metric not in N.ROBUST_METRICS:
             out.append(f"policy robust_metric must be one of {', '.join(N.ROBUST_METRICS)} "
                        f"(got {self.robust_metric!r})")
+        if self.robust_protocol not in ("standard", "adversarial"):
+            out.append(f"policy robust_protocol must be 'standard' or 'adversarial' (got {self.robust_protocol!r})")
         return out
 
     def validate(self) -> "Policy":
@@ -264,16 +271,22 @@ def _robustness_gates(result: AuditResult | None, policy: Policy) -> list[Gate]:
                    f"attack sanity checks failed: {', '.join(map(str, failed))} (robust accuracy may be overstated)"))
         gates.append(Gate("robustness-sanity", ok, float(len(checks) - len(failed)), float(len(checks)), reason))
     metric = policy.robust_metric
+    if policy.robust_protocol == "adversarial":
+        from securedc.audits.robustness import at_metric
+
+        metric = at_metric(metric)
     value = result.metrics.get(metric, math.nan)
     base = result.metrics.get(N.baseline(metric), math.nan)
     bound = base - policy.robust_margin
     ok = math.isfinite(value) and math.isfinite(base) and value >= bound
-    label = metric.replace("_acc", "").upper()
+    label = policy.robust_metric.replace("_acc", "").upper()
+    rule = (f"rule: {label} accuracy of models trained on S ({policy.robust_protocol} training) >= that of the "
+            f"random real subset trained the same way - margin {policy.robust_margin:g}")
     if not math.isfinite(base):
-        reason = f"{label} accuracy of S is {100 * value:.1f} % but no baseline was measured to compare with"
+        reason = f"{label} accuracy of S is {100 * value:.1f} % but no baseline was measured to compare with; {rule}"
     else:
-        reason = (f"{label} accuracy of models trained on S {100 * value:.1f} % vs baseline {100 * base:.1f} % "
-                  f"(needs ≥ {100 * bound:.1f} %)")
+        reason = (f"{label} accuracy of models trained on S {100 * value:.1f} % vs random real subset "
+                  f"{100 * base:.1f} % (needs ≥ {100 * bound:.1f} %); {rule}")
     gates.append(Gate("robustness-pgd", bool(ok), value, bound, reason))
     return gates
 

@@ -21,6 +21,7 @@ References:
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -37,8 +38,9 @@ from securedc.audits.base import Audit, AuditResult, register_audit
 from securedc.config import EvalConfig, default_pgd_step
 from securedc.errors import ConfigError, DataError
 from securedc.evaluate import train_model
+from securedc.robust import PGDRecipe
 
-__all__ = ["AttackSettings", "RobustnessAudit", "audit_model", "run_robustness_audit"]
+__all__ = ["AttackSettings", "RobustnessAudit", "at_metric", "audit_model", "run_robustness_audit"]
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +307,16 @@ def audit_model(
 
 
 # --------------------------------------------------------------------------- condensed vs baseline
+def at_metric(metric: str) -> str:
+    """Key of a robustness metric under the adversarial-training protocol (``at_pgd20_acc``).
+
+    Example:
+        >>> at_metric("pgd20_acc")
+        'at_pgd20_acc'
+    """
+    return f"at_{metric}"
+
+
 def _subsample(x: Tensor, y: Tensor, max_test: int, seed: int) -> tuple[Tensor, Tensor]:
     if x.shape[0] <= max_test:
         return x, y
@@ -343,8 +355,17 @@ def run_robustness_audit(
     autoattack: bool = True,
     quick: bool = False,
     device: str | torch.device = "cpu",
+    protocols: tuple[str, ...] = ("standard", "adversarial"),
+    recipe: PGDRecipe | None = None,
+    soft_labels: Tensor | None = None,
 ) -> AuditResult:
-    """Robust accuracy of models trained on a condensed set vs. a random real subset.
+    """Robust accuracy of models trained on a condensed set vs. a random real subset, under two protocols.
+
+    Protocols (each applied to S *and* to the random real subset, so users see what each gives):
+    ``"standard"`` trains with the evaluation protocol (metrics ``pgd20_acc`` …, baseline
+    ``baseline_pgd20_acc`` …); ``"adversarial"`` trains with the :class:`~securedc.robust.PGDRecipe`
+    ``recipe`` (default ``PGDRecipe(eps=eps, steps=5)``; metrics ``at_pgd20_acc`` …,
+    ``baseline_at_pgd20_acc`` …). Models on S use the file's ``soft_labels`` when given.
 
     Args:
         images, labels: the condensed set.
@@ -358,11 +379,19 @@ def run_robustness_audit(
         autoattack: run the AutoAttack suite (the final word on robustness).
         quick: reduced attack budgets (:meth:`AttackSettings.quick`), stated in ``notes``.
         device: torch device.
+        protocols: which training protocols to run (``"standard"``, ``"adversarial"``).
+        recipe: adversarial-training recipe of the ``"adversarial"`` protocol.
+        soft_labels: per-image soft labels of the condensed set (KD loss), or ``None``.
 
     Returns:
         ``AuditResult(name="robustness")``; metrics are means over models (``baseline_*`` for
-        the baseline); ``passed`` = every sanity check passes for every model.
+        the baseline, ``at_*`` for the adversarial protocol) with ``*_ci95`` half-widths (normal
+        approximation over models); ``passed`` = every sanity check passes for every model.
     """
+    bad = [p for p in protocols if p not in ("standard", "adversarial")]
+    if bad or not protocols:
+        raise ConfigError(f"robustness protocols must be 'standard' and/or 'adversarial' (got {list(protocols)})")
+    recipe = recipe or PGDRecipe(eps=eps, steps=5)
     problems = eval_config.problems()
     if problems:
         raise ConfigError("; ".join(problems))
@@ -379,20 +408,36 @@ def run_robustness_audit(
     curve: dict[str, Any] = {}
     per_model: dict[str, list[dict[str, Any]]] = {}
     with torch.random.fork_rng():
-        for name, (x, y) in sets.items():
-            results = []
-            for k in range(eval_config.models):
-                model = train_model(x, y, num_classes=num_classes, mean=mean, std=std, config=eval_config,
-                                    seed=seed * 1000 + k, device=device)
-                results.append(audit_model(model, tx, ty, eps=eps, num_classes=num_classes, seed=seed + k,
-                                           autoattack=autoattack, settings=settings, batch_size=250))
-                logger.info("robustness %s model %d: %s", name, k, results[-1].metrics)
-            agg, agg_checks, mean_curve = _aggregate(results)
-            metrics.update({(key if name == "condensed" else N.baseline(key)): v for key, v in agg.items()})
-            checks += [{**c, "name": c["name"] if name == "condensed" else f"baseline:{c['name']}"} for c in agg_checks]
-            curve["eps"] = results[0].details["acc_vs_eps"]["eps"]
-            curve[name] = mean_curve
-            per_model[name] = [{"metrics": r.metrics, "autoattack_broken": r.details["autoattack_broken"]} for r in results]
+        for protocol in protocols:
+            at = protocol == "adversarial"
+            for name, (x, y) in sets.items():
+                results = []
+                for k in range(eval_config.models):
+                    model = train_model(x, y, num_classes=num_classes, mean=mean, std=std, config=eval_config,
+                                        seed=seed * 1000 + k, device=device,
+                                        soft_labels=soft_labels if name == "condensed" else None,
+                                        adversarial=recipe if at else None)
+                    results.append(audit_model(model, tx, ty, eps=eps, num_classes=num_classes, seed=seed + k,
+                                               autoattack=autoattack, settings=settings, batch_size=250))
+                    logger.info("robustness %s/%s model %d: %s", protocol, name, k, results[-1].metrics)
+                agg, agg_checks, mean_curve = _aggregate(results)
+
+                def key_of(metric: str, name: str = name, at: bool = at) -> str:
+                    metric = at_metric(metric) if at else metric
+                    return metric if name == "condensed" else N.baseline(metric)
+
+                metrics.update({key_of(key): v for key, v in agg.items()})
+                for key in agg:
+                    vals = [r.metrics[key] for r in results]
+                    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                    metrics[key_of(key).removesuffix("_acc") + "_ci95"] = 1.96 * sd / math.sqrt(len(vals))
+                tag = ("" if name == "condensed" else "baseline:") + ("at:" if at else "")
+                checks += [{**c, "name": f"{tag}{c['name']}"} for c in agg_checks]
+                curve["eps"] = results[0].details["acc_vs_eps"]["eps"]
+                label = f"{name}_at" if at else name
+                curve[label] = mean_curve
+                per_model[label] = [{"metrics": r.metrics, "autoattack_broken": r.details["autoattack_broken"]}
+                                    for r in results]
     notes = [settings.describe()]
     if quick:
         notes.append("quick mode: reduced attack budgets (fewer PGD restarts, APGD/FAB steps, target classes and "
@@ -412,6 +457,8 @@ def run_robustness_audit(
             "models": eval_config.models,
             "eval_epochs": eval_config.epochs,
             "quick": quick,
+            "protocols": {p: ("evaluation protocol" if p == "standard" else recipe.describe()) for p in protocols},
+            "soft_labels": soft_labels is not None,
         },
         seconds=time.perf_counter() - t0,
         notes=notes,
