@@ -236,7 +236,7 @@ def condense(
         owner = outcome.owner_record(**({"evaluation": evaluation} if evaluation else {}))
     from securedc.export import save_condensed
 
-    save_condensed(target, outcome.images, outcome.labels, manifest)
+    save_condensed(target, outcome.images, outcome.labels, manifest, owner=owner)
     if checkpoint.exists() and not checkpoint_every:
         checkpoint.unlink()
     _summary(manifest, owner, target)
@@ -349,6 +349,7 @@ def _audit_release(outcome: Any, bundle: Any, split: dict[str, Any], eval_config
         outcome.images, outcome.labels, manifest=draft, bundle=bundle, members=members, nonmembers=nonmembers,
         config=outcome.config, split=split,
         eval_config=eval_config, plan=plan, report_dir=report_dir, epsilon_history=outcome.result.epsilon_history,
+        owner=outcome.owner_record(audit={"split": split}),
     )
     forced = force and not audited.certification.certified
     manifest = outcome.manifest(audit=_release_audit(audited.certification, forced=forced))
@@ -409,7 +410,6 @@ def _summary(manifest: dict[str, Any], owner: dict[str, Any] | None, target: Pat
     own = owner or {}
     table = Table(title="securedc condense", show_header=False)
     table.add_row("output", str(target))
-        owner=outcome.owner_record(audit={"split": split}),
     table.add_row(*_owner_row(owner, target))
     num_train = (own.get("dataset") or {}).get("num_train")
     table.add_row("dataset", manifest["dataset"]["name"] + (f" ({num_train} train images)" if num_train is not None else ""))
@@ -499,6 +499,7 @@ def audit_cmd(
     from securedc.config import CondenseConfig, EvalConfig
     from securedc.errors import ConfigError, DataError
     from securedc.export import load_condensed, update_manifest
+    from securedc.owner import owner_path, read_owner_record, write_owner_record
 
     _setup_logging(verbose)
     eval_config = EvalConfig(models=eval_models, epochs=eval_epochs)
@@ -508,6 +509,9 @@ def audit_cmd(
     plan = _audit_plan(policy, audit_shadows, audit_canaries, audit_iterations)
     cs = load_condensed(file)
     m = cs.manifest
+    owner = read_owner_record(file, tensor_sha256=m["tensor_sha256"], missing_ok=True)
+    if owner is None:
+        console.print(f"[yellow]owner file not found[/yellow] ({owner_path(file)})")
     bundle = as_bundle(dataset or m["dataset"]["name"], root=str(data_root) if data_root else None)
     if tuple(cs.images.shape[1:]) != bundle.image_shape:
         raise DataError(f"{file} holds {tuple(cs.images.shape[1:])} images but {bundle.name} has {bundle.image_shape}")
@@ -547,7 +551,7 @@ def audit_cmd(
         config=config, split=split,
         eval_config=eval_config, plan=plan, report_dir=report_dir,
         epsilon_history=epsilon_history_from_privacy(m.get("privacy") or {}),
-    from securedc.owner import owner_path, read_owner_record, write_owner_record
+        owner={**(owner or {}), "audit": {"split": split}},
     )
     _print_gates(outcome.certification, html)
     if recertify:  # owner file first: the release on disk never names a verdict its owner file lacks
@@ -565,9 +569,6 @@ def audit_cmd(
         failed = ", ".join(g.name for g in outcome.certification.failed)
         raise CertificationError(f"{file} is not certified: failed gate(s) {failed}. Report: {html}",
                                  report_dir=str(report_dir))
-    owner = read_owner_record(file, tensor_sha256=m["tensor_sha256"], missing_ok=True)
-    if owner is None:
-        console.print(f"[yellow]owner file not found[/yellow] ({owner_path(file)})")
 
 
 @app.command()
@@ -583,9 +584,17 @@ def inspect(
     """
     from securedc.errors import DataError
     from securedc.export import load_condensed, save_image_grid
+    from securedc.owner import read_owner_record
 
     cs = load_condensed(file)
     m = cs.manifest
+    try:
+        owner = read_owner_record(file, tensor_sha256=m["tensor_sha256"], missing_ok=True)
+        owner_row = _owner_row(owner, file)
+    except DataError as err:  # unreadable or another release's record: show the release alone
+        owner, owner_row = None, ("owner file", str(err))
+    own = owner or {}
+    own_ds = own.get("dataset") or {}
     table = Table(title=str(file), show_header=False)
     table.add_row(*owner_row)
     dataset_txt = m["dataset"]["name"]
@@ -618,7 +627,6 @@ def inspect(
     if grid is not None:
         save_image_grid(grid, cs.images, cs.labels, classes=m["dataset"].get("classes"))
         Console().print(f"image grid written to {grid}")
-        owner={**(owner or {}), "audit": {"split": split}},
 
 
 @app.command()
@@ -637,11 +645,3 @@ def datasets() -> None:
 
 def main() -> None:  # pragma: no cover
     app()
-    from securedc.owner import read_owner_record
-    try:
-        owner = read_owner_record(file, tensor_sha256=m["tensor_sha256"], missing_ok=True)
-        owner_row = _owner_row(owner, file)
-    except DataError as err:  # unreadable or another release's record: show the release alone
-        owner, owner_row = None, ("owner file", str(err))
-    own = owner or {}
-    own_ds = own.get("dataset") or {}

@@ -246,12 +246,12 @@ def _write(
         tensors["soft_labels"] = soft_labels
     payload = _safetensors_save(tensors, metadata={_METADATA_KEY: text})
     ensure_writable_dir(path.parent)
-    atomic_write_bytes(path, payload)
-    logger.info("saved %d images to %s (sha256 %s)", images.shape[0], path, full["tensor_sha256"])
     if owner is not None:  # first, so a release on disk always has its owner record beside it
         from securedc.owner import write_owner_record
 
         write_owner_record(path, owner, tensor_sha256=full["tensor_sha256"])
+    atomic_write_bytes(path, payload)
+    logger.info("saved %d images to %s (sha256 %s)", images.shape[0], path, full["tensor_sha256"])
     return json.loads(text)
 
 
@@ -261,9 +261,9 @@ def save_condensed(
     labels: Tensor,
     manifest: dict[str, Any],
     *,
+    owner: Mapping[str, Any] | None = None,
     soft_labels: Tensor | None = None,
 ) -> Path:
-    owner: Mapping[str, Any] | None = None,
     """Save a condensed set and its manifest as one safetensors file, atomically.
 
     The manifest is copied (the caller's dict is not modified) and completed with
@@ -277,10 +277,10 @@ def save_condensed(
         images: ``[M, C, H, W]`` floating point in [0, 1], finite; stored as float32.
         labels: ``[M]`` int64 class indices.
         manifest: JSON-serialisable dict (str keys; finite floats; no tensors/arrays).
-        soft_labels: Optional per-image probabilities ``[M, num_classes]`` stored as the
-            ``soft_labels`` tensor (hash in ``soft_labels_sha256``); refused (``DataError``) when
         owner: The data owner's record, written first to ``NAME.owner.json`` beside the file
             (owner-only permissions, bound to the tensor hash; see :mod:`securedc.owner`).
+        soft_labels: Optional per-image probabilities ``[M, num_classes]`` stored as the
+            ``soft_labels`` tensor (hash in ``soft_labels_sha256``); refused (``DataError``) when
             the shape does not match ``labels``.
 
     Returns:
@@ -412,10 +412,10 @@ def update_manifest(
     Args:
         path: A file written by :func:`save_condensed`.
         updates: JSON-serialisable dict, e.g. ``{"audit": {"certified": True}}``.
-
-    Returns:
         drop: Dotted keys removed before the merge (``"audit"`` replaces the whole section,
             ``"dataset.fingerprint"`` one entry); absent keys are ignored.
+
+    Returns:
         The set as now stored (same tensors, merged manifest).
 
     Raises:
