@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import torch
 
+from securedc.devices import resolve_device
+
 __all__ = ["auto_chunk", "resolve_precision", "autocast_context", "bf16_supported"]
 
 #: Pixels (H*W) per chunk the automatic chunk size aims for (~32 images of 28x28).
@@ -30,7 +32,7 @@ def auto_chunk(image_shape: Sequence[int], *, device: torch.device | str = "cpu"
     CPU: about 25 000 pixels per chunk (32 images at 28x28, 392 at 8x8). Accelerators
     prefer large batches, so there the chunk is effectively unbounded.
     """
-    if torch.device(device).type != "cpu":
+    if torch.device(resolve_device(device)).type != "cpu":
         return 1 << 30
     h, w = int(image_shape[-2]), int(image_shape[-1])
     return max(8, _PIXELS_PER_CHUNK // max(1, h * w))
@@ -38,7 +40,7 @@ def auto_chunk(image_shape: Sequence[int], *, device: torch.device | str = "cpu"
 
 def bf16_supported(device: torch.device | str = "cpu") -> bool:
     """Whether ``device`` runs bf16 convolutions natively (AVX512-BF16/AMX, or a bf16 GPU)."""
-    dev = torch.device(device)
+    dev = torch.device(resolve_device(device))
     if dev.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if dev.type == "cpu":
@@ -59,6 +61,6 @@ def resolve_precision(name: str, device: torch.device | str = "cpu") -> str:
 def autocast_context(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
     """An autocast context for ``precision`` (``nullcontext`` for fp32)."""
     if precision == "bf16":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+        return torch.autocast(torch.device(resolve_device(device)).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

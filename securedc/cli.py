@@ -74,48 +74,48 @@ def _progress() -> Progress:
 @app.command()
 @friendly_errors
 def condense(
-    dataset: Annotated[str, typer.Option(help="digits (default, bundled), mnist, fashion-mnist, cifar10, cifar100, svhn, idx:DIR, npz:FILE, folder:DIR")] = "digits",
-    data_root: Annotated[Optional[Path], typer.Option(help="where torchvision datasets live")] = None,
-    download: Annotated[bool, typer.Option(help="download torchvision datasets if missing")] = False,
-    ipc: Annotated[int, typer.Option(help="synthetic images per class")] = 10,
-    iterations: Annotated[int, typer.Option(help="optimisation steps")] = 300,
-    discrepancy: Annotated[str, typer.Option(help="mean-embedding, mmd, characteristic, sliced-wasserstein")] = "mean-embedding",
-    model: Annotated[str, typer.Option(help="architecture of the random step network")] = "convnet",
-    init: Annotated[str, typer.Option(help="auto (mix when non-private, noise in DP mode), real, mix (mean of --init-mix real images), noise")] = "auto",
-    init_mix: Annotated[int, typer.Option(help="real images averaged per synthetic image with --init mix")] = 4,
-    optimizer: Annotated[str, typer.Option(help="sgd or adam on the images")] = "sgd",
-    lr_img: Annotated[Optional[float], typer.Option(help="image learning rate in [0,1] pixel units (default: DM's lr 1 in normalised units = std² for SGD from --init real, 1.0 from mix/noise, 0.01 for Adam)")] = None,
-    learn_lr: Annotated[bool, typer.Option(help="adapt the image lr online (hypergradient descent)")] = False,
-    batch_real: Annotated[int, typer.Option(help="real images per class per step (expected, in DP mode)")] = 256,
-    real_chunk: Annotated[int, typer.Option(help="real images per forward pass (0 = automatic, cache-sized on CPU)")] = 0,
-    real_precision: Annotated[str, typer.Option(help="real-side network forward: fp32, bf16 or auto (bf16 where native)")] = "auto",
-    dsa: Annotated[str, typer.Option(help="DSA strategy or 'none'")] = "color_crop_cutout_flip_scale_rotate",
-    grad_weight: Annotated[float, typer.Option(help="weight of the DP gradient-matching term (0 = off)")] = 0.0,
-    epsilon: Annotated[str, typer.Option(help="DP target epsilon (inf = not private)")] = "inf",
-    delta: Annotated[Optional[str], typer.Option(help="DP delta (default: below 1/N)")] = None,
-    accountant: Annotated[str, typer.Option(help="rdp or prv")] = "rdp",
-    clip: Annotated[float, typer.Option(help="per-term clipping bound C_k in DP mode")] = 1.0,
-    adv_eps: Annotated[str, typer.Option(help="L-inf radius of the adversarial term, e.g. 8/255 or 0.1 (0 = off)")] = "0",
-    adv_steps: Annotated[int, typer.Option(help="PGD steps of the adversarial term")] = 10,
-    adv_alpha: Annotated[Optional[str], typer.Option(help="PGD step size (default adv-eps/4)")] = None,
-    adv_weight: Annotated[float, typer.Option(help="weight of the adversarial term")] = 1.0,
-    adv_network: Annotated[str, typer.Option(help="network PGD attacks: random (the step's random network) or synthetic (trained on S only)")] = "random",
-    adv_synthetic: Annotated[bool, typer.Option(help="also PGD-perturb the synthetic images (min-max)")] = False,
-    seed: Annotated[int, typer.Option(help="master seed")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-    out: Annotated[Path, typer.Option(help="output directory")] = Path("securedc-out"),
-    name: Annotated[Optional[str], typer.Option(help="output file stem (default DATASET-ipcN)")] = None,
-    checkpoint_every: Annotated[int, typer.Option(help="checkpoint every K steps (0 = only on Ctrl-C)")] = 0,
-    resume: Annotated[Optional[Path], typer.Option(help="resume from this checkpoint")] = None,
-    eval_models: Annotated[int, typer.Option(help="fresh models trained on the result (0 = skip evaluation)")] = 3,
-    eval_epochs: Annotated[int, typer.Option(help="epochs per evaluation model")] = 300,
-    audit: Annotated[bool, typer.Option("--audit/--no-audit", help="audit and certify before export (default on)")] = True,
-    force: Annotated[bool, typer.Option("--force", help="export even when the audit fails (manifest says certified: false)")] = False,
-    policy: Annotated[Optional[Path], typer.Option(help="TOML file overriding certification thresholds")] = None,
-    audit_shadows: Annotated[int, typer.Option(help="shadow condensations for LiRA/RMIA (0 = skip)")] = 2,
-    audit_canaries: Annotated[int, typer.Option(help="canaries of the one-run privacy audit (0 = skip)")] = 100,
-    audit_iterations: Annotated[int, typer.Option(help="steps of each shadow/canary condensation, capped at --iterations (0 = same as --iterations)")] = 100,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    dataset: Annotated[str, typer.Option(help="digits (default, bundled), mnist, fashion-mnist, cifar10, cifar100, svhn, idx:DIR, npz:FILE, folder:DIR", rich_help_panel="Data")] = "digits",
+    data_root: Annotated[Optional[Path], typer.Option(help="where torchvision datasets live", rich_help_panel="Data")] = None,
+    download: Annotated[bool, typer.Option(help="download torchvision datasets if missing", rich_help_panel="Data")] = False,
+    ipc: Annotated[int, typer.Option(help="synthetic images per class", rich_help_panel="Condensation")] = 10,
+    iterations: Annotated[int, typer.Option(help="optimisation steps", rich_help_panel="Condensation")] = 300,
+    discrepancy: Annotated[str, typer.Option(help="mean-embedding, mmd, characteristic, sliced-wasserstein", rich_help_panel="Condensation")] = "mean-embedding",
+    model: Annotated[str, typer.Option(help="architecture of the random step network", rich_help_panel="Condensation")] = "convnet",
+    init: Annotated[str, typer.Option(help="auto (mix when non-private, noise in DP mode), real, mix (mean of --init-mix real images), noise", rich_help_panel="Condensation")] = "auto",
+    init_mix: Annotated[int, typer.Option(help="real images averaged per synthetic image with --init mix", rich_help_panel="Condensation")] = 4,
+    optimizer: Annotated[str, typer.Option(help="sgd or adam on the images", rich_help_panel="Condensation")] = "sgd",
+    lr_img: Annotated[Optional[float], typer.Option(help="image learning rate in [0,1] pixel units (default: DM's lr 1 in normalised units = std² for SGD from --init real, 1.0 from mix/noise, 0.01 for Adam)", rich_help_panel="Condensation")] = None,
+    learn_lr: Annotated[bool, typer.Option(help="adapt the image lr online (hypergradient descent)", rich_help_panel="Condensation")] = False,
+    batch_real: Annotated[int, typer.Option(help="real images per class per step (expected, in DP mode)", rich_help_panel="Condensation")] = 256,
+    real_chunk: Annotated[int, typer.Option(help="real images per forward pass (0 = automatic, cache-sized on CPU)", rich_help_panel="Condensation")] = 0,
+    real_precision: Annotated[str, typer.Option(help="real-side network forward: fp32, bf16 or auto (bf16 where native)", rich_help_panel="Condensation")] = "auto",
+    dsa: Annotated[str, typer.Option(help="DSA strategy or 'none'", rich_help_panel="Condensation")] = "color_crop_cutout_flip_scale_rotate",
+    grad_weight: Annotated[float, typer.Option(help="weight of the DP gradient-matching term (0 = off)", rich_help_panel="Condensation")] = 0.0,
+    epsilon: Annotated[str, typer.Option(help="DP target epsilon (inf = not private)", rich_help_panel="Privacy")] = "inf",
+    delta: Annotated[Optional[str], typer.Option(help="DP delta (default: below 1/N)", rich_help_panel="Privacy")] = None,
+    accountant: Annotated[str, typer.Option(help="rdp or prv", rich_help_panel="Privacy")] = "rdp",
+    clip: Annotated[float, typer.Option(help="per-term clipping bound C_k in DP mode", rich_help_panel="Privacy")] = 1.0,
+    adv_eps: Annotated[str, typer.Option(help="L-inf radius of the adversarial term, e.g. 8/255 or 0.1 (0 = off)", rich_help_panel="Robustness")] = "0",
+    adv_steps: Annotated[int, typer.Option(help="PGD steps of the adversarial term", rich_help_panel="Robustness")] = 10,
+    adv_alpha: Annotated[Optional[str], typer.Option(help="PGD step size (default adv-eps/4)", rich_help_panel="Robustness")] = None,
+    adv_weight: Annotated[float, typer.Option(help="weight of the adversarial term", rich_help_panel="Robustness")] = 1.0,
+    adv_network: Annotated[str, typer.Option(help="network PGD attacks: random (the step's random network) or synthetic (trained on S only)", rich_help_panel="Robustness")] = "random",
+    adv_synthetic: Annotated[bool, typer.Option(help="also PGD-perturb the synthetic images (min-max)", rich_help_panel="Robustness")] = False,
+    seed: Annotated[int, typer.Option(help="master seed", rich_help_panel="Condensation")] = 0,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps", rich_help_panel="Condensation")] = "auto",
+    out: Annotated[Path, typer.Option(help="output directory", rich_help_panel="Output")] = Path("securedc-out"),
+    name: Annotated[Optional[str], typer.Option(help="output file stem (default DATASET-ipcN)", rich_help_panel="Output")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="checkpoint every K steps (0 = only on Ctrl-C)", rich_help_panel="Condensation")] = 0,
+    resume: Annotated[Optional[Path], typer.Option(help="resume from this checkpoint", rich_help_panel="Condensation")] = None,
+    eval_models: Annotated[int, typer.Option(help="fresh models trained on the result (0 = skip evaluation)", rich_help_panel="Audit")] = 3,
+    eval_epochs: Annotated[int, typer.Option(help="epochs per evaluation model", rich_help_panel="Audit")] = 300,
+    audit: Annotated[bool, typer.Option("--audit/--no-audit", help="audit and certify before export (default on)", rich_help_panel="Audit")] = True,
+    force: Annotated[bool, typer.Option("--force", help="export even when the audit fails (manifest says certified: false)", rich_help_panel="Audit")] = False,
+    policy: Annotated[Optional[Path], typer.Option(help="TOML file overriding certification thresholds", rich_help_panel="Audit")] = None,
+    audit_shadows: Annotated[int, typer.Option(help="shadow condensations for LiRA/RMIA (0 = skip)", rich_help_panel="Audit")] = 2,
+    audit_canaries: Annotated[int, typer.Option(help="canaries of the one-run privacy audit (0 = skip)", rich_help_panel="Audit")] = 100,
+    audit_iterations: Annotated[int, typer.Option(help="steps of each shadow/canary condensation, capped at --iterations (0 = same as --iterations)", rich_help_panel="Audit")] = 100,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel="Output")] = False,
 ) -> None:
     """Condense a dataset into IPC synthetic images per class, evaluate, audit and export them.
 
@@ -169,11 +169,6 @@ def condense(
         problems = eval_config.problems()
         if problems:
             raise ConfigError("; ".join(problems))
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     out_dir = ensure_writable_dir(out)
     audit_plan = _audit_plan(policy, audit_shadows, audit_canaries, audit_iterations) if audit else None
 
@@ -208,6 +203,7 @@ def condense(
             )
         else:
             console.print("[yellow]not private[/yellow]: exact statistics of the real data (use --epsilon for a DP guarantee)")
+        console.print(f"device: {config.resolved_device}" + (" (--device auto)" if config.device == "auto" else ""))
 
         with _progress() as progress:
             task = progress.add_task(f"condensing {bundle.name}", total=config.iterations, loss="-", eps="")
@@ -384,13 +380,13 @@ def _evaluate(outcome: Any, eval_config: Any) -> dict[str, Any]:
         syn = evaluate_set(
             outcome.images, outcome.labels, b.test_images, b.test_labels,
             num_classes=b.num_classes, mean=b.mean, std=b.std, config=eval_config, seed=outcome.config.seed,
-            device=outcome.config.device,
+            device=outcome.config.resolved_device,
         )
         rx, ry = random_subset(b.train_images, b.train_labels, outcome.config.ipc, seed=outcome.config.seed + 1)
         rnd = evaluate_set(
             rx, ry, b.test_images, b.test_labels,
             num_classes=b.num_classes, mean=b.mean, std=b.std, config=eval_config, seed=outcome.config.seed,
-            device=outcome.config.device,
+            device=outcome.config.resolved_device,
         )
     return {"protocol": {"models": eval_config.models, "epochs": eval_config.epochs, "model": eval_config.model},
             "condensed": syn.to_dict(), "random_subset": rnd.to_dict()}

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from securedc.devices import device_problem, resolve_device
 from securedc.errors import ConfigError, PrivacyError
 from securedc.jsonsafe import json_ready
 
@@ -299,7 +300,8 @@ class CondenseConfig:
             in DP mode. Only releases touch real data; the accountant sees R, never K.
         bank_memory_gb: refuse a statistics bank larger than this (R × C × Σ d_k floats).
         checkpoint_every: save a checkpoint every K steps (0 = only on interrupt/end).
-        device: torch device string.
+        device: ``"auto"`` (CUDA when available, else CPU; see :attr:`resolved_device`),
+            ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     """
 
     ipc: int = 10
@@ -325,9 +327,14 @@ class CondenseConfig:
     releases: int | None = None
     bank_memory_gb: float = 4.0
     checkpoint_every: int = 0
-    device: str = "cpu"
+    device: str = "auto"
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+
+    @property
+    def resolved_device(self) -> str:
+        """The torch device to run on: ``device`` with ``auto`` resolved (``cuda`` if available, else ``cpu``)."""
+        return resolve_device(self.device)
 
     @property
     def resolved_init(self) -> str:
@@ -393,6 +400,8 @@ class CondenseConfig:
             out.append(f"--releases {self.releases} exceeds --iterations {self.iterations}: a release serves >= 1 step")
         if not (math.isfinite(self.bank_memory_gb) and self.bank_memory_gb > 0):
             out.append(f"--bank-memory must be > 0 GiB (got {self.bank_memory_gb})")
+        if (problem := device_problem(self.device)) is not None:
+            out.append(problem)
         out += self.privacy.problems()
         out += self.adversarial.problems()
         return out

@@ -31,6 +31,7 @@ def _no_audit() -> list[str]:
 def test_condense_writes_file_and_summary(tmp_path) -> None:
     proc = run_cli("condense", *FAST, "--eval-models", "1", "--eval-epochs", "10", "--out", str(tmp_path), *_no_audit())
     assert proc.returncode == 0, proc.stderr
+    assert "(--device auto)" in proc.stderr  # the CLI says which device auto picked
     target = tmp_path / "digits-ipc10.safetensors"
     cs = load_condensed(target)
     assert cs.images.shape == (100, 1, 8, 8)
@@ -75,6 +76,7 @@ BAD = [
     (["--dataset", "cifar10", "--data-root", "EMPTY"], "not found"),
     (["--discrepancy", "kl"], "choose one of"),
     (["--device", "cuda:7"], "cuda"),
+    (["--device", "tpu"], "--device"),
 ]
 
 

@@ -44,3 +44,31 @@ def test_dp_refuses_real_init_and_round_trip() -> None:
     assert cfg.resolved_init == "noise" and CondenseConfig().resolved_init == "mix"
     with pytest.raises(PrivacyError, match="--init mix"):
         CondenseConfig(init="mix", privacy=PrivacyConfig(epsilon=1)).validate()
+
+
+@pytest.mark.parametrize("device", ["tpu", "CUDA", "cuda:x", "gpu", ""])
+def test_unknown_device_is_one_config_problem(device) -> None:
+    with pytest.raises(ConfigError, match="--device") as err:
+        CondenseConfig(device=device).validate()
+    assert "auto, cpu, cuda, cuda:N or mps" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_device_auto_is_the_default_and_resolves() -> None:
+    import torch
+
+    cfg = CondenseConfig()
+    assert cfg.device == "auto" and cfg.problems() == []
+    assert cfg.resolved_device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert CondenseConfig(device="cpu").resolved_device == "cpu"
+    assert CondenseConfig.from_dict(cfg.to_dict()).device == "auto"  # the manifest records the choice, not the machine
+
+
+def test_unavailable_cuda_or_index_is_refused() -> None:
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match="CUDA"):
+        CondenseConfig(device=f"cuda:{count}").validate()
+    if count == 0:
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            CondenseConfig(device="cuda").validate()
