@@ -43,7 +43,7 @@ from torch import Tensor
 from securedc.errors import ConfigError, DataError
 from securedc.io import atomic_write_bytes
 
-__all__ = ["StatisticsBank", "release_step", "BANK_KIND"]
+__all__ = ["StatisticsBank", "release_step", "statistics_signature", "check_bank_matches", "config_for_bank", "BANK_KIND"]
 
 BANK_KIND = "securedc-statistics-bank"
 
@@ -185,3 +185,59 @@ class StatisticsBank:
         if not shapes_ok or n < 1:
             raise DataError(f"{path}: bank tensors do not match its manifest (corrupt file)")
         return cls.from_tensors(tensors, capacity=n, num_classes=c), meta
+
+
+def statistics_signature(
+    config: Any, *, image_shape: Sequence[int], num_classes: int, mean: Sequence[float], std: Sequence[float]
+) -> dict[str, Any]:
+    """What a bank's statistics depend on; a bank serves a run only if these agree.
+
+    The IPC, the number of optimisation steps, the learning rate, the optimiser, the term
+    weights and the master seed (release seeds are stored) are free.
+    """
+    from securedc.terms import build_terms
+
+    cfg = config.to_dict()
+    return {
+        "model": cfg["model"],
+        "discrepancy": cfg["discrepancy"],
+        "discrepancy_kwargs": cfg["discrepancy_kwargs"],
+        "dsa": cfg["dsa"],
+        "flip": cfg["flip"],
+        "terms": [t.name for t in build_terms(config)],
+        "private": bool(config.privacy.private),
+        "clip": cfg["privacy"]["clip"],
+        "adversarial": cfg["adversarial"] if config.adversarial.enabled else None,
+        "image_shape": [int(v) for v in image_shape],
+        "num_classes": int(num_classes),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+    }
+
+
+def check_bank_matches(meta: Mapping[str, Any], signature: Mapping[str, Any], *, source: Any) -> None:
+    """Raise :class:`DataError` naming every field where a loaded bank disagrees with the run."""
+    saved = meta.get("signature") or {}
+    differing = [k for k in signature if saved.get(k) != signature[k]]
+    if differing:
+        detail = ", ".join(f"{k}: bank {saved.get(k)!r} vs run {signature[k]!r}" for k in differing[:3])
+        raise DataError(f"bank {source} does not match this run ({detail}); use the bank's settings")
+
+
+def config_for_bank(config: Any, meta: Mapping[str, Any]) -> Any:
+    """The run's configuration adjusted to a loaded bank: its privacy mode, noise init by default.
+
+    A DP bank makes the re-condensation use DP-mode terms (normalised features) and report the
+    bank's privacy; initialisation from real images is impossible without the data.
+    """
+    import dataclasses
+    import math
+
+    privacy = meta.get("privacy") or {}
+    epsilon = float(privacy.get("target_epsilon", math.inf)) if privacy.get("private") else math.inf
+    init = "noise" if config.init == "auto" else config.init
+    if init in ("real", "mix"):
+        raise ConfigError("--from-bank cannot initialise from real images (the bank holds no images); use --init noise")
+    return dataclasses.replace(
+        config, init=init, privacy=dataclasses.replace(config.privacy, epsilon=epsilon), releases=None
+    ).validate()

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from securedc.augment import DSA
-from securedc.bank import StatisticsBank, release_step
+from securedc.bank import StatisticsBank, check_bank_matches, release_step, statistics_signature
 from securedc.batching import auto_chunk, resolve_precision
 from securedc.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 from securedc.config import CondenseConfig
@@ -483,6 +483,44 @@ class Condenser:
         with torch.no_grad():
             images.clamp_(0, 1)
         return float(loss.detach())
+
+    # ------------------------------------------------------------------ banks on disk
+    def signature(self) -> dict[str, Any]:
+        """What this run's statistics depend on (:func:`~securedc.bank.statistics_signature`)."""
+        return statistics_signature(
+            self.config, image_shape=self.image_shape, num_classes=self.num_classes, mean=self.mean, std=self.std
+        )
+
+    def check_bank(self, meta: dict[str, Any], *, source: Any) -> None:
+        """Refuse a loaded bank made with other statistics settings (DataError naming them)."""
+        check_bank_matches(meta, self.signature(), source=source)
+
+    def save_bank(self, path: str | Path, result: CondenseResult, *, dataset: str) -> None:
+        """Write ``result.bank`` with its manifest (signature + privacy section) to ``path``.
+
+        Privacy:
+            In DP mode the bank is a DP release (its statistics went through the accounted
+            mechanism). In non-private mode it holds exact class statistics of the real data:
+            as sensitive as the data itself.
+        """
+        if result.bank is None:
+            raise ConfigError("this result holds no statistics bank")
+        import securedc
+
+        result.bank.save(
+            path,
+            {
+                "dataset": dataset,
+                "signature": self.signature(),
+                "privacy": result.privacy,
+                "terms": result.terms,
+                "securedc_version": securedc.__version__,
+                "statement": (
+                    "differentially private statistics (see privacy)" if result.privacy.get("private")
+                    else "NOT private: exact class statistics of the real data; keep it as private as the data"
+                ),
+            },
+        )
 
     # ------------------------------------------------------------------ privacy
     def privacy_section(

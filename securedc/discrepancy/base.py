@@ -82,8 +82,12 @@ class Discrepancy(abc.ABC):
 
     def __init__(self, *, normalize: bool = False) -> None:
         self.normalize = normalize
+        #: public centre subtracted before normalising (set per release by a term, e.g. in DP mode)
+        self.center: Tensor | None = None
 
     def prepare(self, features: Tensor) -> Tensor:
+        if self.center is not None:
+            features = features - self.center.to(features)
         if self.normalize:
             return features / (features.norm(dim=1, keepdim=True) + 1e-8)
         return features
@@ -122,7 +126,8 @@ class Discrepancy(abc.ABC):
         """
         if not self.normalize:
             return syn_features.new_ones(num_classes)
-        sq = syn_features.detach().pow(2).sum(dim=1, keepdim=True)
+        centred = syn_features.detach() - (self.center.to(syn_features) if self.center is not None else 0.0)
+        sq = centred.pow(2).sum(dim=1, keepdim=True)
         return class_means(sq, syn_labels, num_classes).squeeze(1)
 
     @staticmethod

@@ -161,17 +161,20 @@ def choose_sample_rate(
     return 1.0
 
 
-def count_noise_multiplier(*, epsilon: float, share: float, accountant: str = "rdp") -> float:
-    """σ₀ of the class-count release: alone it would be ``(share·ε, 1e-5)``-DP.
+def count_noise_multiplier(*, epsilon: float, share: float, delta: float = PROVISIONAL_DELTA) -> float:
+    """σ₀ of the class-count release: the classical Gaussian-mechanism noise for ``(share·ε, δ)``.
 
-    The accountant composes it with the statistic releases at the run's real δ; this only
-    fixes how much of the budget the counts may take.
+    ``σ₀ = sqrt(2 ln(1.25/δ)) / (share·ε)`` (Dwork & Roth 2014, Thm. A.1). This only fixes how
+    much of the budget the counts may take; the accountant composes the count release with the
+    statistic releases exactly (RDP) at the run's real δ, and σ is calibrated to the remainder.
+
+    Example:
+        >>> round(count_noise_multiplier(epsilon=1.0, share=0.1), 1)
+        48.5
     """
     if not (0 < share < 1):
         raise PrivacyError(f"count budget share must be in (0, 1) (got {share})")
-    return calibrate_noise(
-        target_epsilon=share * epsilon, target_delta=PROVISIONAL_DELTA, sample_rate=1.0, steps=1, accountant=accountant
-    )
+    return math.sqrt(2 * math.log(1.25 / delta)) / (share * epsilon)
 
 
 @dataclass(frozen=True)
@@ -273,7 +276,7 @@ def plan_private_run(
         counts, sigma0 = mechanism.class_counts.double(), None
         n_upper = float(counts.sum())
     else:
-        sigma0 = count_noise_multiplier(epsilon=eps, share=privacy.count_share, accountant=acc)
+        sigma0 = count_noise_multiplier(epsilon=eps, share=privacy.count_share)
         counts = mechanism.release_counts(noise_multiplier=sigma0)
         n_upper = float(counts.sum()) + 3 * sigma0 * math.sqrt(counts.numel())
     if privacy.delta is not None:
