@@ -95,12 +95,22 @@ def condense(
     delta: Annotated[Optional[str], typer.Option(help="DP delta (default: below 1/N)", rich_help_panel="Privacy")] = None,
     accountant: Annotated[str, typer.Option(help="rdp or prv", rich_help_panel="Privacy")] = "rdp",
     clip: Annotated[float, typer.Option(help="per-term clipping bound C_k in DP mode", rich_help_panel="Privacy")] = 1.0,
+    sample_rate: Annotated[Optional[str], typer.Option(help="DP: Poisson rate q of each release (default: the signal-to-noise rule, chosen from epsilon, delta and --releases only)", rich_help_panel="Privacy")] = None,
+    counts: Annotated[str, typer.Option(help="DP: class counts 'released' through the mechanism (accounted) or declared 'public' by you", rich_help_panel="Privacy")] = "released",
+    reuse: Annotated[int, typer.Option(help="optimisation steps per release of the statistics bank when not private (1 = fresh real batch every step, as DM)", rich_help_panel="Condensation")] = 1,
+    releases: Annotated[Optional[int], typer.Option(help="releases R of the statistics bank (default: iterations/reuse; DP: min(iterations, 100)); only releases touch real data", rich_help_panel="Condensation")] = None,
+    save_bank: Annotated[bool, typer.Option("--save-bank", help="also write the statistics bank NAME.bank.safetensors (a DP artefact in DP mode)", rich_help_panel="Condensation")] = False,
+    from_bank: Annotated[Optional[Path], typer.Option(help="re-condense from a saved statistics bank (no access to real data, no privacy cost)", rich_help_panel="Condensation")] = None,
+    bank_memory: Annotated[float, typer.Option(help="refuse a statistics bank larger than this many GiB", rich_help_panel="Condensation")] = 4.0,
     adv_eps: Annotated[str, typer.Option(help="L-inf radius of the adversarial term, e.g. 8/255 or 0.1 (0 = off)", rich_help_panel="Robustness")] = "0",
     adv_steps: Annotated[int, typer.Option(help="PGD steps of the adversarial term", rich_help_panel="Robustness")] = 10,
     adv_alpha: Annotated[Optional[str], typer.Option(help="PGD step size (default adv-eps/4)", rich_help_panel="Robustness")] = None,
     adv_weight: Annotated[float, typer.Option(help="weight of the adversarial term", rich_help_panel="Robustness")] = 1.0,
     adv_network: Annotated[str, typer.Option(help="network PGD attacks: random (the step's random network) or synthetic (trained on S only)", rich_help_panel="Robustness")] = "random",
     adv_synthetic: Annotated[bool, typer.Option(help="also PGD-perturb the synthetic images (min-max)", rich_help_panel="Robustness")] = False,
+    adv_mode: Annotated[str, typer.Option(help="robust-features (match real features under a robust extractor) or perturbed (earlier variant)", rich_help_panel="Robustness")] = "robust-features",
+    robust_extractor: Annotated[Optional[Path], typer.Option(help="safetensors weights of a robust extractor trained on data you declare PUBLIC (default: adversarially trained on S only)", rich_help_panel="Robustness")] = None,
+    soft_labels: Annotated[bool, typer.Option(help="export per-image soft labels of S from the robust teacher (needs --adv-eps)", rich_help_panel="Robustness")] = False,
     seed: Annotated[int, typer.Option(help="master seed", rich_help_panel="Condensation")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps", rich_help_panel="Condensation")] = "auto",
     out: Annotated[Path, typer.Option(help="output directory", rich_help_panel="Output")] = Path("securedc-out"),
@@ -145,6 +155,9 @@ def condense(
         dsa=dsa,
         grad_weight=grad_weight,
         seed=seed,
+        reuse=reuse,
+        releases=releases,
+        bank_memory_gb=bank_memory,
         checkpoint_every=checkpoint_every,
         device=device,
         privacy=PrivacyConfig(
@@ -152,6 +165,8 @@ def condense(
             delta=parse_number(delta, name="delta") if delta is not None else None,
             accountant=accountant,  # type: ignore[arg-type]
             clip=clip,
+            sample_rate=parse_number(sample_rate, name="sample-rate") if sample_rate is not None else None,
+            counts=counts,  # type: ignore[arg-type]
         ),
         adversarial=AdversarialConfig(
             eps=parse_number(adv_eps, name="adv-eps"),
@@ -160,8 +175,13 @@ def condense(
             weight=adv_weight,
             perturb_synthetic=adv_synthetic,
             attack_network=adv_network,  # type: ignore[arg-type]
+            mode=adv_mode,  # type: ignore[arg-type]
+            robust_extractor=str(robust_extractor) if robust_extractor is not None else None,
+            soft_labels=soft_labels,
         ),
     ).validate()
+    if soft_labels and not (config.adversarial.enabled and config.adversarial.mode == "robust-features"):
+        raise ConfigError("--soft-labels needs --adv-eps > 0 with --adv-mode robust-features (the robust teacher)")
     eval_config = EvalConfig(models=max(eval_models, 1), epochs=eval_epochs)
     if eval_models < 0:
         raise ConfigError(f"--eval-models must be >= 0 (got {eval_models})")
@@ -184,6 +204,7 @@ def condense(
         bundle, split = _member_bundle(bundle, audit_plan[1], seed=config.seed)
     from securedc.plugins.distributed import launched_distributed
 
+    soft = None  # per-image soft labels (--soft-labels; single-process runs)
     if launched_distributed():  # torchrun: classes split across ranks; rank 0 alone evaluates/audits/exports
         from securedc.plugins.distributed import condense_cli
 
@@ -192,16 +213,31 @@ def condense(
         if result is None:
             return
     else:
+        bank = bank_meta = None
+        if from_bank is not None:  # phase 2 only: the bank is the sole input, no real data, no privacy cost
+            from securedc.bank import StatisticsBank, config_for_bank
+
+            bank, bank_meta = StatisticsBank.load(from_bank)
+            config = config_for_bank(config, bank_meta)
         condenser = Condenser(
             config, num_classes=bundle.num_classes, image_shape=bundle.image_shape, mean=bundle.mean, std=bundle.std
         )
-        mechanism = condenser.make_mechanism(bundle.train_images, bundle.train_labels)
-        if mechanism.private:
-            console.print(
-                f"[bold]DP[/bold]: target ε={eps:g}, δ={condenser.delta:g}, q={mechanism.sample_rate:.5f}, "
-                f"T={config.iterations}, σ={mechanism.noise_multiplier:.4f}, C={mechanism.sensitivity:.3g}"
-            )
+        if bank is not None:
+            condenser.check_bank(bank_meta, source=from_bank)
+            mechanism = None
+            console.print(f"[bold]from bank[/bold] {from_bank}: {len(bank)} releases, no access to real data")
         else:
+            mechanism = condenser.make_mechanism(
+                bundle.train_images, bundle.train_labels, resume_from=resume if config.privacy.private else None
+            )
+        if mechanism is not None and mechanism.private:
+            plan = condenser.plan
+            console.print(
+                f"[bold]DP[/bold]: target ε={eps:g}, δ={plan.delta:g}, R={plan.releases} releases at q={plan.sample_rate:g}, "
+                f"σ={plan.noise_multiplier:.4f}, C={mechanism.sensitivity:.3g}, counts {plan.counts}; "
+                f"{config.iterations} optimisation steps"
+            )
+        elif mechanism is not None:
             console.print("[yellow]not private[/yellow]: exact statistics of the real data (use --epsilon for a DP guarantee)")
         console.print(f"device: {config.resolved_device}" + (" (--device auto)" if config.device == "auto" else ""))
 
@@ -215,10 +251,21 @@ def condense(
 
             result = condenser.fit(
                 mechanism,
+                bank=bank,
+                bank_privacy=(bank_meta or {}).get("privacy"),
                 callback=on_step,
                 checkpoint_path=checkpoint,  # always: Ctrl-C saves here; removed after success unless kept
                 resume_from=resume,
             )
+        if save_bank and result.bank is not None:
+            bank_path = out_dir / f"{stem}.bank.safetensors"
+            condenser.save_bank(bank_path, result, dataset=bundle.name)
+            console.print(f"statistics bank: {bank_path}")
+        if config.adversarial.soft_labels:  # post-processing of S by the robust teacher: no privacy cost
+            from securedc.terms.adversarial import soft_labels_for
+
+            soft = soft_labels_for(condenser.terms, result.images, result.labels, model_factory=condenser.make_network,
+                                   temperature=config.adversarial.soft_label_temperature)
 
     from securedc.api import Condensation
 
@@ -232,7 +279,7 @@ def condense(
         owner = outcome.owner_record(**({"evaluation": evaluation} if evaluation else {}))
     from securedc.export import save_condensed
 
-    save_condensed(target, outcome.images, outcome.labels, manifest, owner=owner)
+    save_condensed(target, outcome.images, outcome.labels, manifest, owner=owner, soft_labels=soft)
     if checkpoint.exists() and not checkpoint_every:
         checkpoint.unlink()
     _summary(manifest, owner, target)
