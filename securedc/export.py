@@ -72,6 +72,8 @@ class CondensedSet:
         manifest: The JSON manifest (see docs/design.md), including the keys securedc adds:
             ``format``, ``schema_version``, ``securedc_version``, ``tensor_sha256``,
             ``shape``, ``num_images``.
+        soft_labels: optional per-image soft labels ``[M, num_classes]`` (probabilities from a
+            robust teacher; post-processing of S), verified against ``soft_labels_sha256``.
     """
 
     images: Tensor
