@@ -13,22 +13,7 @@ from securedc.config import AdversarialConfig, CondenseConfig, PrivacyConfig
 from securedc.privacy import GaussianMechanism, SecretStreams, clipped_class_sums
 from securedc.terms import build_terms, list_terms
 from securedc.terms.base import _REGISTRY
-
-
-class RecordingMechanism(GaussianMechanism):
-    """Records the raw per-sample parts and labels handed to the mechanism (pre-clipping, pre-noise)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.records: list[tuple[list[torch.Tensor], torch.Tensor]] = []
-
-    def release(self, vector_fn, **kw):
-        def wrapped(x, y):
-            parts = list(vector_fn(x, y))
-            self.records.append(([p.detach().clone() for p in parts], y.detach().cpu().clone()))
-            return parts
-
-        return super().release(wrapped, **kw)
+from test_privacy import RecordingMechanism  # records per-sample parts before clipping and noise
 
 
 def test_add_remove_one_neighbours_differ_only_in_the_victims_class_by_at_most_C(digits) -> None:
