@@ -170,7 +170,7 @@ def count_noise_multiplier(*, epsilon: float, share: float, delta: float = PROVI
 
     Example:
         >>> round(count_noise_multiplier(epsilon=1.0, share=0.1), 1)
-        48.5
+        48.4
     """
     if not (0 < share < 1):
         raise PrivacyError(f"count budget share must be in (0, 1) (got {share})")
