@@ -29,7 +29,9 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -230,9 +232,6 @@ def config_for_bank(config: Any, meta: Mapping[str, Any]) -> Any:
     A DP bank makes the re-condensation use DP-mode terms (normalised features) and report the
     bank's privacy; initialisation from real images is impossible without the data.
     """
-    import dataclasses
-    import math
-
     privacy = meta.get("privacy") or {}
     epsilon = float(privacy.get("target_epsilon", math.inf)) if privacy.get("private") else math.inf
     init = "noise" if config.init == "auto" else config.init

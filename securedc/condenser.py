@@ -539,7 +539,6 @@ class Condenser:
             "epsilon": accountant.epsilon(),
             **plan,
             "steps": releases,
-            "releases_done": releases,
             "optimisation_steps": self.config.iterations,
             "clip_bounds": {t.name: t.clip for t in self.terms},
             "sensitivity": mechanism.sensitivity,
@@ -582,7 +581,6 @@ class Condenser:
             "lr": lr_record,
             "losses": losses,
             "epsilon_history": eps_hist,
-            "bank_capacity": bank.capacity,
             "accountant": accountant.state_dict() if accountant is not None else None,
             "privacy_plan": self.plan.to_dict() if self.plan is not None else None,
             "secret": secret,
@@ -618,14 +616,15 @@ class Condenser:
         if lr is not None and meta.get("lr") is not None:
             lr.load(tensors, meta["lr"])
         saved_bank = {k.removeprefix("bank."): v for k, v in tensors.items() if k.startswith("bank.")}
-        if saved_bank["seeds"].numel() > bank.capacity:
+        made = saved_bank["seeds"].numel()
+        if made > bank.capacity:
             raise ConfigError(
-                f"checkpoint {path} holds {saved_bank['seeds'].numel()} releases but this run makes {bank.capacity}; "
+                f"checkpoint {path} holds {made} releases but this run makes {bank.capacity}; "
                 "resume with the original --iterations/--releases"
             )
-        seeds = saved_bank["seeds"].tolist()
-        for r, seed in enumerate(seeds):
-            bank.add(int(seed), [saved_bank[f"stat.{k}"][r].to(self.device) for k in range(len(saved_bank) - 1)])
+        saved = StatisticsBank.from_tensors(saved_bank, capacity=max(1, made), num_classes=self.num_classes)
+        for r in range(made):
+            bank.add(saved.seed(r), [s.to(self.device) for s in saved.statistics(r)])
         if accountant is not None:
             accountant = PrivacyAccountant.from_state_dict(meta["accountant"])
         eps_hist = [tuple(x) for x in meta["epsilon_history"]]

@@ -54,20 +54,19 @@ def clip_rows(vectors: Tensor, bound: float) -> Tensor:
     return vectors * factor
 
 
-def zero_nonfinite_rows(vectors: Tensor) -> tuple[Tensor, int]:
-    """Replace every row holding a NaN or ±inf by zeros; returns (rows, how many were zeroed).
+def zero_nonfinite_rows(vectors: Tensor) -> tuple[Tensor, Tensor]:
+    """Replace every row holding a NaN or ±inf by zeros; returns (rows, mask of the zeroed rows).
 
     A non-finite row would turn its class sum into NaN after clipping and so reveal that the
     example was sampled; a zero row adds nothing and is within any clipping bound.
 
     Example:
-        >>> rows, n = zero_nonfinite_rows(torch.tensor([[1.0, float("nan")], [2.0, 3.0]]))
-        >>> rows, n
+        >>> rows, bad = zero_nonfinite_rows(torch.tensor([[1.0, float("nan")], [2.0, 3.0]]))
+        >>> rows, bad
         (tensor([[0., 0.],
-                [2., 3.]]), 1)
+                [2., 3.]]), tensor([ True, False]))
     """
     bad = ~torch.isfinite(vectors).all(dim=1)
-    count = int(bad.sum())
-    if count:
+    if bool(bad.any()):
         vectors = torch.where(bad[:, None], torch.zeros((), dtype=vectors.dtype, device=vectors.device), vectors)
-    return vectors, count
+    return vectors, bad

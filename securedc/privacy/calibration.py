@@ -122,7 +122,7 @@ def calibrate_noise(
     lo = 0.0
     while hi - lo > 1e-6 * hi:
         mid = (lo + hi) / 2
-        e = eps(mid) if mid > 0 else math.inf
+        e = eps(mid)
         if e > target_epsilon:
             lo = mid
         else:
@@ -207,19 +207,6 @@ class PrivacyPlan:
     accountant: str = "rdp"
     estimated_counts: tuple[float, ...] = field(default_factory=tuple)
 
-    def history(self, releases_done: int | None = None) -> list[tuple[float, float, int]]:
-        """Accountant history after ``releases_done`` statistic releases (default: all R)."""
-        done = self.releases if releases_done is None else releases_done
-        out: list[tuple[float, float, int]] = []
-        if self.count_noise_multiplier is not None:
-            out.append((self.count_noise_multiplier, 1.0, 1))
-        if done:
-            out.append((self.noise_multiplier, self.sample_rate, done))
-        return out
-
-    def epsilon(self, releases_done: int | None = None) -> float:
-        return epsilon_of(self.history(releases_done), delta=self.delta, accountant=self.accountant)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "target_epsilon": self.target_epsilon,
@@ -238,12 +225,6 @@ class PrivacyPlan:
     def from_dict(cls, data: dict[str, Any], *, estimated_counts: Sequence[float] = ()) -> "PrivacyPlan":
         keys = {f for f in cls.__dataclass_fields__ if f != "estimated_counts"}
         return cls(**{k: data[k] for k in keys}, estimated_counts=tuple(float(c) for c in estimated_counts))
-
-    def same_mechanism(self, other: "PrivacyPlan") -> bool:
-        """Whether ``other`` releases with the same (σ, q, R, σ₀, δ) (resume check)."""
-        a, b = self.to_dict(), other.to_dict()
-        keys = ("sample_rate", "noise_multiplier", "releases", "count_noise_multiplier", "delta", "accountant")
-        return all(a[k] == b[k] for k in keys)
 
 
 def plan_private_run(

@@ -46,6 +46,7 @@ __all__ = [
     "poisson_sample",
     "noisy_class_means",
     "clipped_class_sums",
+    "noisy_means_from_sums",
 ]
 
 #: maps a real batch (images in [0,1], labels) to one ``[n, d_k]`` tensor per term
@@ -63,16 +64,21 @@ def class_generator(seed: int, cls: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 6_364_136_223 + 1_442_695_041 * (cls + 1)) % (2**63 - 1))
 
 
-def poisson_sample(num_examples: int, rate: float, *, generator: torch.Generator) -> Tensor:
+def poisson_sample(
+    num_examples: int, rate: float, *, generator: torch.Generator | None = None, uniforms: Tensor | None = None
+) -> Tensor:
     """Indices of a Poisson sample: each example independently with probability ``rate``.
+
+    The coins are ``uniforms`` (``[num_examples]`` in [0, 1), e.g. from a secret stream) or
+    drawn from ``generator``.
 
     Example:
         >>> idx = poisson_sample(1000, 0.1, generator=torch.Generator().manual_seed(0))
         >>> 60 < idx.numel() < 140
         True
     """
-    mask = torch.rand(num_examples, generator=generator) < rate
-    return mask.nonzero().flatten()
+    coins = uniforms if uniforms is not None else torch.rand(num_examples, generator=generator)
+    return (coins < rate).nonzero().flatten()
 
 
 def noisy_class_means(
@@ -114,9 +120,13 @@ def noisy_class_means(
     total_c = math.sqrt(sum(c * c for c in clip_bounds))
     widths = [s.shape[1] for s in sums]
     noise = torch.randn(num_classes, sum(widths), generator=generator or torch.Generator()) * (noise_multiplier * total_c)
-    return [
-        (s + n) / expected_counts.to(s)[:, None] for s, n in zip(sums, noise.split(widths, dim=1))
-    ]
+    return noisy_means_from_sums(sums, noise, expected_counts)
+
+
+def noisy_means_from_sums(sums: Sequence[Tensor], noise: Tensor, expected_counts: Tensor) -> list[Tensor]:
+    """Add ``noise`` ``[C, Σ d_k]`` to the per-part class sums and divide by the expected counts."""
+    widths = [s.shape[1] for s in sums]
+    return [(s + n.to(s)) / expected_counts.to(s)[:, None] for s, n in zip(sums, noise.split(widths, dim=1))]
 
 
 def clipped_class_sums(
@@ -129,9 +139,8 @@ def clipped_class_sums(
     """
     sums, bad = [], torch.zeros(labels.shape[0], dtype=torch.bool)
     for p, bound in zip(parts, clip_bounds):
-        p = p.detach().float().cpu()
-        bad |= ~torch.isfinite(p).all(dim=1)
-        rows, _ = zero_nonfinite_rows(p)
+        rows, nonfinite = zero_nonfinite_rows(p.detach().float().cpu())
+        bad |= nonfinite
         sums.append(class_sums(clip_rows(rows, bound), labels.cpu(), num_classes))
     return sums, int(bad.sum())
 
@@ -373,7 +382,7 @@ class GaussianMechanism(Mechanism):
         members = self._by_class[cls]
         assert self.sample_rate is not None
         coins = self.streams.uniform(release, cls, members.numel())
-        return members[(coins < self.sample_rate).nonzero().flatten()]
+        return members[poisson_sample(members.numel(), self.sample_rate, uniforms=coins)]
 
     def release(self, vector_fn, *, seed, reducers=None, device="cpu"):
         if self.sample_rate is None or self.noise_multiplier is None or self.expected_counts is None:
@@ -402,13 +411,9 @@ class GaussianMechanism(Mechanism):
         noise = torch.zeros(self.num_classes, sum(widths), dtype=torch.float32)
         for c in self.classes:
             noise[c] = self.streams.normal(release, c, sum(widths)).float() * scale
-        out = []
-        for s, n in zip(sums, noise.split(widths, dim=1)):
-            mean = (s + n) / self.expected_counts.float()[:, None]
-            keep = torch.zeros(self.num_classes, 1)
-            keep[self.classes] = 1.0
-            out.append((mean * keep).to(device))
-        return out
+        keep = torch.zeros(self.num_classes, 1)
+        keep[self.classes] = 1.0  # rows of classes another process releases stay zero
+        return [(m * keep).to(device) for m in noisy_means_from_sums(sums, noise, self.expected_counts.float())]
 
     def _check_parts(self, parts: Sequence[Tensor]) -> None:
         if len(parts) != len(self.clip_bounds):
