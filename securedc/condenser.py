@@ -36,6 +36,7 @@ from securedc.batching import auto_chunk, resolve_precision
 from securedc.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 from securedc.config import CondenseConfig
 from securedc.errors import ConfigError, DataError, PrivacyError
+from securedc.functional import noise_images
 from securedc.lr_adapter import HypergradientLR
 from securedc.models import seeded_model
 from securedc.privacy import ExactMechanism, GaussianMechanism, Mechanism, PrivacyAccountant
@@ -283,8 +284,7 @@ class Condenser:
             mix = self.config.init_mix if self.config.resolved_init == "mix" else 1
             return mechanism.real_init(self.config.ipc, seed=seed, mix=mix).float()
         shape = (self.config.ipc, *self.image_shape)
-        noise = [torch.randn(shape, generator=class_generator(seed, c)) for c in self.classes]
-        return (0.5 + 0.2 * torch.cat(noise)).clamp(0, 1)
+        return torch.cat([noise_images(shape, generator=class_generator(seed, c)) for c in self.classes])
 
     def _make_optimizer(self, images: Tensor) -> torch.optim.Optimizer:
         cfg = self.config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["class_sums", "class_means", "clip_rows", "zero_nonfinite_rows"]
+__all__ = ["class_sums", "class_means", "clip_rows", "zero_nonfinite_rows", "noise_images"]
 
 
 def class_sums(vectors: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -70,3 +70,14 @@ def zero_nonfinite_rows(vectors: Tensor) -> tuple[Tensor, Tensor]:
     if bool(bad.any()):
         vectors = torch.where(bad[:, None], torch.zeros((), dtype=vectors.dtype, device=vectors.device), vectors)
     return vectors, bad
+
+
+def noise_images(shape: tuple[int, ...], *, generator: torch.Generator) -> Tensor:
+    """Public noise images ``0.5 + 0.2·N(0, 1)`` clipped to [0, 1] (DP initialisation, reference batches).
+
+    Example:
+        >>> x = noise_images((2, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+        >>> x.shape, bool(x.min() >= 0), bool(x.max() <= 1)
+        (torch.Size([2, 1, 4, 4]), True, True)
+    """
+    return (0.5 + 0.2 * torch.randn(shape, generator=generator)).clamp(0, 1)

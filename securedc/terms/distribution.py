@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from securedc.batching import autocast_context
 from securedc.discrepancy.base import discrepancy_for_run
+from securedc.functional import noise_images
 from securedc.terms.base import StepContext, Term, register_term
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ __all__ = ["DistributionTerm", "public_center"]
 
 
 def public_center(network: nn.Module, image_shape: Sequence[int], *, generator: torch.Generator, n: int = 64) -> Tensor:
-    """Mean feature of ``n`` public noise images (pixels ``0.5 + 0.2·N(0, 1)`` clipped to [0, 1]).
+    """Mean feature of ``n`` public noise images (:func:`~securedc.functional.noise_images`).
 
     ReLU features of a random network share one dominant direction: on digits the per-class means
     of unit-normalised features have norm 0.998 and differ between classes by only 0.03, so the
@@ -30,10 +31,10 @@ def public_center(network: nn.Module, image_shape: Sequence[int], *, generator: 
     regenerated exactly when an old release is reused.
     """
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    noise = torch.randn(n, *image_shape, generator=torch.Generator().manual_seed(seed))
+    images = noise_images((n, *image_shape), generator=torch.Generator().manual_seed(seed))
     device = next(network.parameters()).device
     with torch.no_grad():
-        return network.embed((0.5 + 0.2 * noise).clamp(0, 1).to(device)).float().mean(0)
+        return network.embed(images.to(device)).float().mean(0)
 
 
 @register_term("distribution")
