@@ -46,7 +46,7 @@ def test_digits_shapes_ranges_and_fixed_split(digits: DatasetBundle) -> None:
     assert float(digits.train_images.max()) == 1.0 and float(digits.train_images.min()) == 0.0
     # pixel values are k/16
     assert torch.equal(digits.train_images * 16, (digits.train_images * 16).round())
-    assert digits.mean == (0.3053,) and digits.std == (0.3760,) and digits.source == "sklearn.load_digits"
+    assert digits.mean == (0.5,) and digits.std == (0.5,) and digits.source == "sklearn.load_digits"
     # stratified: every class has 43..46 of the 450 test images
     assert set(torch.bincount(digits.test_labels).tolist()) <= {43, 44, 45, 46}
     # the split does not depend on seed
@@ -55,11 +55,14 @@ def test_digits_shapes_ranges_and_fixed_split(digits: DatasetBundle) -> None:
     assert other.fingerprint == digits.fingerprint
 
 
-def test_digits_constants_match_public_full_dataset() -> None:
-    from sklearn.datasets import load_digits
+def test_digits_constants_are_data_free() -> None:
+    """The constants must not be a statistic of the (private in DP mode) images: a perturbed copy of
+    the data gets the same constants, and they are the pixel range's midpoint and half-width."""
+    from securedc.data.digits import DIGITS_MEAN, DIGITS_STD
 
-    x = load_digits().images / 16.0
-    assert abs(x.mean() - 0.3053) < 1e-4 and abs(x.std() - 0.3760) < 1e-4
+    assert DIGITS_MEAN == (0.5,) and DIGITS_STD == (0.5,)
+    bundle = load_dataset("digits")
+    assert abs(float(bundle.train_images.mean()) - DIGITS_MEAN[0]) > 0.1, "not the data mean"
 
 
 def test_fingerprint_stable_and_sensitive(digits: DatasetBundle) -> None:

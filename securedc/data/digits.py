@@ -14,10 +14,14 @@ from securedc.data.registry import SourceRequest, register_source
 
 __all__ = ["DIGITS_MEAN", "DIGITS_STD", "DIGITS_TEST_SIZE", "load_digits_bundle"]
 
-DIGITS_MEAN = (0.3053,)
-"""Pixel mean of all 1797 public sklearn digits after dividing by 16 (computed once, offline)."""
-DIGITS_STD = (0.3760,)
-"""Pixel std of all 1797 public sklearn digits after dividing by 16 (computed once, offline)."""
+DIGITS_MEAN = (0.5,)
+"""Data-free normalisation mean: the midpoint of the pixel range [0, 1] (no statistic of any image)."""
+DIGITS_STD = (0.5,)
+"""Data-free normalisation std: half the pixel range, so inputs map to [-1, 1].
+
+Constants computed from the 1 797 images would include the training images, which a DP run treats
+as private; these are fixed by the pixel range alone, so they are public in every mode.
+"""
 DIGITS_TEST_SIZE = 450
 """Fixed test size: ``train_test_split(test_size=450, stratify=y, random_state=0)`` -> 1347 / 450."""
 
