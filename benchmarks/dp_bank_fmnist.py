@@ -5,7 +5,8 @@ Protocol (fixed before looking at results; nothing tuned on the test set):
       ``load_dataset("fashion-mnist")``; accuracy on the full 10 000 test images.
     * condensation: product defaults in DP mode — ConvNet-3 random networks, mean-embedding on
       centred, unit-normalised features, noise init, SGD lr 1.0 momentum 0.5, DSA, clip C = 1,
-      class counts released through the mechanism (10 % share), q from the signal-to-noise rule;
+      class counts released through the mechanism (10 % share), q from the signal-to-noise rule
+      (or ``--sample-rate``, stated in the table);
       ``--releases`` R releases (the only real-data accesses) and ``--iterations`` K optimisation steps.
     * evaluation: the independent protocol — ``--eval-models`` fresh ConvNet-3 (GroupNorm),
       ``--eval-epochs`` epochs, SGD lr 0.01, no augmentation — mean ± std test accuracy.
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 8.0])
     ap.add_argument("--ipc", type=int, default=10)
     ap.add_argument("--releases", type=int, default=100)
+    ap.add_argument("--sample-rate", type=float, default=None, help="q of each release (default: the calibration rule)")
     ap.add_argument("--iterations", type=int, default=2000)
     ap.add_argument("--eval-models", type=int, default=3)
     ap.add_argument("--eval-epochs", type=int, default=300)
@@ -52,7 +54,7 @@ def main() -> None:
     for eps in args.epsilons:
         cfg = CondenseConfig(
             ipc=args.ipc, iterations=args.iterations, releases=args.releases, device=args.device,
-            privacy=PrivacyConfig(epsilon=eps, delta=1e-5),
+            privacy=PrivacyConfig(epsilon=eps, delta=1e-5, sample_rate=args.sample_rate),
         )
         c = Condenser(cfg, num_classes=bundle.num_classes, image_shape=bundle.image_shape, mean=bundle.mean, std=bundle.std)
         t0 = time.perf_counter()
