@@ -163,7 +163,8 @@ def build_owner_record(bundle: DatasetBundle, result: CondenseResult, **extra: A
 
     Returns:
         A plain-JSON dict: the data fingerprint, the exact numbers of training and test
-        examples, the condensation's wall time, plus ``extra``.
+        examples, the condensation's wall time, how many real per-sample vectors the DP
+        mechanism zeroed as non-finite, plus ``extra``.
     """
     record: dict[str, Any] = {
         "dataset": {
@@ -171,7 +172,7 @@ def build_owner_record(bundle: DatasetBundle, result: CondenseResult, **extra: A
             "num_train": int(bundle.train_labels.shape[0]),
             "num_test": int(bundle.test_labels.shape[0]),
         },
-        "condensation": {"seconds": round(result.seconds, 3)},
+        "condensation": {"seconds": round(result.seconds, 3), "nonfinite_rows_zeroed": result.nonfinite_rows},
     }
     record.update(extra)
     return record

@@ -112,6 +112,8 @@ class CondenseResult:
     interrupted: bool = False
     epsilon_history: list[tuple[int, float]] = field(default_factory=list)
     bank: StatisticsBank | None = None
+    #: real examples whose per-sample vector was non-finite and zeroed (owner only, never released)
+    nonfinite_rows: int = 0
 
 
 class Condenser:
@@ -368,6 +370,9 @@ class Condenser:
             raise
         if checkpoint_path and cfg.checkpoint_every:
             self._save(checkpoint_path, step, state, accountant, mechanism)
+        nonfinite = int(getattr(mechanism, "nonfinite_rows", 0))
+        if nonfinite:
+            logger.warning("%d real per-sample vectors were non-finite and zeroed before clipping", nonfinite)
         if mechanism is None:
             privacy = dict(bank_privacy or {"private": False, "epsilon": "inf"})
             privacy["from_bank"] = "re-condensed from a saved statistics bank: no further access to real data"
@@ -383,6 +388,7 @@ class Condenser:
             terms=[t.describe() for t in self.terms],
             epsilon_history=eps_hist,
             bank=bank,
+            nonfinite_rows=nonfinite,
         )
 
     def _new_accountant(self, mechanism: Mechanism | None) -> PrivacyAccountant | None:

@@ -107,3 +107,19 @@ def test_dp_resume_that_changes_the_mechanism_exits_2(tmp_path) -> None:
     r = _cli(*common, "--iterations", "9", "--resume", str(ckpt), cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert "resum" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_nonfinite_count_reaches_the_owner_record_not_the_release(digits) -> None:
+    from securedc.api import build_manifest, build_owner_record
+
+    cfg = CondenseConfig(ipc=1, iterations=2, privacy=PrivacyConfig(epsilon=8.0, counts="public"))
+    c = Condenser(cfg, num_classes=10, image_shape=(1, 8, 8), mean=digits.mean, std=digits.std)
+    c.make_mechanism(digits.train_images, digits.train_labels)
+    x = digits.train_images.clone()
+    x[0] = float("nan")  # a corrupt real image: its per-sample vector is non-finite
+    mech = GaussianMechanism(x, digits.train_labels, num_classes=10, sample_rate=1.0, noise_multiplier=1.0,
+                             clip_bounds=[1.0], noise_seed=3)
+    res = c.fit(mech)
+    assert res.nonfinite_rows >= 1 and torch.isfinite(res.images).all()
+    assert build_owner_record(digits, res)["condensation"]["nonfinite_rows_zeroed"] == res.nonfinite_rows
+    assert "nonfinite" not in str(build_manifest(digits, cfg, res))
