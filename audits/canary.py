@@ -39,17 +39,19 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from scipy import stats
 from torch import Tensor
 
 from securedc.audits import names as N
-from securedc.audits.base import AuditResult
+from securedc.audits.base import Audit, AuditResult, register_audit
+from securedc.audits.context import AuditContext
 from securedc.audits.mia.neighbour import nearest_distance
 from securedc.errors import ConfigError, DataError
 
-__all__ = ["run_canary_audit", "epsilon_lower_bound", "audit_p_value", "make_canaries", "CANARY_KINDS"]
+__all__ = ["CanaryAudit", "run_canary_audit", "epsilon_lower_bound", "audit_p_value", "make_canaries", "CANARY_KINDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -269,3 +271,38 @@ def run_canary_audit(
     return AuditResult(
         name="canary", metrics=metrics, passed=passed, details=details, seconds=time.perf_counter() - t0, notes=notes
     )
+
+
+@register_audit(N.CANARY)
+class CanaryAudit(Audit):
+    """The one-run canary audit of a release: an empirical lower bound on its ε (runs when canaries > 0).
+
+    Args:
+        **options: further keyword arguments of :func:`run_canary_audit`.
+
+    Example:
+        >>> from securedc.audits import create_audit
+        >>> create_audit("canary").name
+        'canary'
+    """
+
+    higher_is_better = False
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def applies(self, ctx: AuditContext) -> bool:
+        return ctx.settings.canaries > 0
+
+    def describe(self, ctx: AuditContext) -> str:
+        return f"canary audit: {ctx.settings.canaries} canaries, one condensation of {ctx.steps} steps"
+
+    def measure(self, ctx: AuditContext) -> AuditResult:
+        from securedc.config import default_delta
+
+        privacy = ctx.config.privacy
+        delta = privacy.delta if privacy.delta is not None else default_delta(int(ctx.members[1].numel()))
+        return run_canary_audit(
+            ctx.members[0], ctx.members[1], condense_fn=ctx.condense_fn(), claimed_epsilon=privacy.epsilon,
+            delta=delta, num_canaries=ctx.settings.canaries, seed=ctx.config.seed, **ctx.meta, **self.options,
+        )

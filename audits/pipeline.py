@@ -27,7 +27,6 @@ members and non-members.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import math
@@ -39,7 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from securedc.audits.base import AuditResult
+from securedc.audits.base import AuditResult, create_audit, registered_audits
+from securedc.audits.context import AuditConfig, AuditContext, make_condense_fn
 from securedc.audits.certify import Certification, Policy, certify
 from securedc.config import CondenseConfig, EvalConfig
 from securedc.errors import ConfigError, DataError
@@ -48,62 +48,6 @@ __all__ = ["AuditConfig", "AuditOutcome", "split_indices", "split_members", "spl
            "make_condense_fn", "headline"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class AuditConfig:
-    """How much auditing to do (defaults = the quick CPU audit run by ``securedc condense``).
-
-    Attributes:
-        holdout_fraction: share of each class of the training data reserved as non-members.
-        shadows: shadow condensations for LiRA/RMIA (``--audit-shadows``; 0 skips them).
-        canaries: canaries of the one-run audit (``--audit-canaries``; 0 skips it).
-        audit_iterations: steps of each shadow/canary condensation, capped at the release's T;
-            0 = the release's T (thorough).
-        architectures: utility architectures (the first is the main evaluation model).
-        mia_eval: protocol of the attack models (``None`` = ``DEFAULT_MIA_EVAL`` of the MIA module, 2 models
-            × 100 epochs without augmentation, capped at the evaluation protocol's models and epochs).
-        max_targets: members and non-members scored by the MIA (each; at most half of the non-members,
-            the other half is the reference population of LiRA/RMIA).
-        robustness_quick: quick robustness audit (no AutoAttack, fewer test images).
-    """
-
-    holdout_fraction: float = 0.2
-    shadows: int = 2
-    canaries: int = 100
-    audit_iterations: int = 100
-    architectures: tuple[str, ...] = ("convnet", "mlp")
-    mia_eval: EvalConfig | None = None
-    max_targets: int = 500
-    robustness_quick: bool = True
-
-    def problems(self) -> list[str]:
-        out = []
-        if not (0 < self.holdout_fraction < 1):
-            out.append(f"holdout fraction must be in (0, 1) (got {self.holdout_fraction}); e.g. 0.2")
-        if self.shadows < 0:
-            out.append(f"--audit-shadows must be >= 0 (got {self.shadows})")
-        if self.canaries < 0:
-            out.append(f"--audit-canaries must be >= 0 (got {self.canaries})")
-        if self.audit_iterations < 0:
-            out.append(f"--audit-iterations must be >= 0 (got {self.audit_iterations}); 0 = the release's T")
-        if not self.architectures:
-            out.append("the utility audit needs at least one architecture")
-        if self.max_targets < 2:
-            out.append(f"max_targets must be >= 2 (got {self.max_targets})")
-        return out
-
-    def validate(self) -> "AuditConfig":
-        problems = self.problems()
-        if problems:
-            raise ConfigError("; ".join(problems))
-        return self
-
-    def iterations_for(self, config: CondenseConfig) -> int:
-        """Steps of a shadow / canary condensation for a release made with ``config``."""
-        if self.audit_iterations == 0:
-            return config.iterations
-        return max(1, min(config.iterations, self.audit_iterations))
 
 
 @dataclass
@@ -168,35 +112,6 @@ def split_record(train_labels: Tensor, *, holdout_fraction: float, seed: int, fi
             "num_members": int(m.numel()), "num_nonmembers": int(n.numel()), "members_sha256": digest}
 
 
-def make_condense_fn(
-    config: CondenseConfig,
-    *,
-    num_classes: int,
-    image_shape: tuple[int, int, int],
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    iterations: int | None = None,
-) -> Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]:
-    """``(train_x, train_y, seed) -> (syn_x, syn_y)`` re-running ``config`` (shadow / canary runs).
-
-    Args:
-        config: the release's configuration (DP runs are re-calibrated to the same (ε, δ)
-            for the given data size and steps).
-        iterations: steps (default: ``config.iterations``).
-    """
-    from securedc.condenser import Condenser
-
-    steps = config.iterations if iterations is None else iterations
-
-    def condense_fn(x: Tensor, y: Tensor, seed: int) -> tuple[Tensor, Tensor]:
-        cfg = dataclasses.replace(config, seed=int(seed), iterations=steps, checkpoint_every=0)
-        condenser = Condenser(cfg, num_classes=num_classes, image_shape=image_shape, mean=mean, std=std)
-        result = condenser.fit(condenser.make_mechanism(x, y))
-        return result.images, result.labels
-
-    return condense_fn
-
-
 def run_audits(
     images: Tensor,
     labels: Tensor,
@@ -212,8 +127,9 @@ def run_audits(
     audit: AuditConfig | None = None,
     policy: Policy | None = None,
     progress: Callable[[str], None] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
 ) -> AuditOutcome:
-    """Run utility, MIA, canary (and robustness when adversarial) audits, then certify.
+    """Run every registered audit that applies (utility, MIA, canary, robustness when adversarial), then certify.
 
     Args:
         images, labels: the release S (condensed from ``members`` only).
@@ -226,6 +142,8 @@ def run_audits(
         audit: how much to audit (:class:`AuditConfig`).
         policy: certification thresholds.
         progress: called with a short message before each audit (CLI status line).
+        options: keyword options per audit name, passed to its class (e.g. ``{"utility": {...}}``,
+            forwarded by :class:`~securedc.audits.utility_audit.UtilityAudit` to ``run_utility_audit``).
 
     Returns:
         :class:`AuditOutcome`.
@@ -233,61 +151,16 @@ def run_audits(
     audit = (audit or AuditConfig()).validate()
     say = progress or (lambda msg: logger.info("%s", msg))
     t0 = time.perf_counter()
-    image_shape = tuple(images.shape[1:])
-    meta = dict(num_classes=num_classes, mean=tuple(mean), std=tuple(std))
-    steps = audit.iterations_for(config)
+    ctx = AuditContext(images=images, labels=labels, members=members, nonmembers=nonmembers, test=test,
+                       num_classes=num_classes, mean=tuple(mean), std=tuple(std), config=config,
+                       eval_config=eval_config, settings=audit)
     results: dict[str, AuditResult] = {}
-
-    from securedc.audits.utility import run_utility_audit
-
-    say(f"utility: {eval_config.models} model(s) × {len(audit.architectures)} architecture(s) on S and on a random subset")
-    results["utility"] = run_utility_audit(
-        images, labels, members[0], members[1], test[0], test[1], eval_config=eval_config, seed=config.seed,
-        architectures=audit.architectures, device=config.device, **meta,
-    )
-
-    from securedc.audits.mia import run_mia
-
-    shadow_fn = make_condense_fn(config, image_shape=image_shape, iterations=steps, **meta) if audit.shadows else None
-    say(f"membership inference: {audit.shadows} shadow condensation(s) of {steps} steps")
-    # at most half of the non-members are targets: the rest is the population LiRA/RMIA compare against
-    targets = max(2, min(audit.max_targets, int(nonmembers[1].numel()) // 2))
-    mia_eval = audit.mia_eval
-    if mia_eval is None:  # DEFAULT_MIA_EVAL (2 models, 100 epochs, no DSA), never more than the evaluation protocol
-        from securedc.audits.mia import DEFAULT_MIA_EVAL
-
-        mia_eval = dataclasses.replace(DEFAULT_MIA_EVAL, models=min(DEFAULT_MIA_EVAL.models, eval_config.models),
-                                       epochs=min(DEFAULT_MIA_EVAL.epochs, eval_config.epochs))
-    results["mia"] = run_mia(
-        images, labels, members=members, nonmembers=nonmembers, shadow_fn=shadow_fn, shadows=audit.shadows,
-        eval_config=mia_eval, seed=config.seed, max_targets=targets, **meta,
-    )
-    claimed = config.privacy.epsilon
-    if audit.canaries:
-        from securedc.audits.canary import run_canary_audit
-
-        say(f"canary audit: {audit.canaries} canaries, one condensation of {steps} steps")
-        from securedc.config import default_delta
-
-        delta = config.privacy.delta if config.privacy.delta is not None else default_delta(int(members[1].numel()))
-        results["canary"] = run_canary_audit(
-            members[0], members[1],
-            condense_fn=make_condense_fn(config, image_shape=image_shape, iterations=steps, **meta),
-            claimed_epsilon=claimed, delta=delta, num_canaries=audit.canaries, seed=config.seed, **meta,
-        )
-    adversarial = config.adversarial.enabled
-    if adversarial:
-        from securedc.audits.robustness import run_robustness_audit
-        from securedc.evaluate import random_subset
-
-        ipc = int(torch.bincount(labels.cpu(), minlength=num_classes).max())
-        say(f"robustness: attacks at eps={config.adversarial.eps:.4g} on models trained on S and on a random subset")
-        results["robustness"] = run_robustness_audit(
-            images, labels, test[0], test[1], eps=config.adversarial.eps, eval_config=eval_config,
-            baseline=random_subset(members[0], members[1], ipc, seed=config.seed + 1), seed=config.seed,
-            quick=audit.robustness_quick, autoattack=not audit.robustness_quick, **meta,
-        )
-    cert = certify(results, policy, claimed_epsilon=claimed, adversarial=adversarial)
+    for name in registered_audits():
+        auditor = create_audit(name, **(options or {}).get(name, {}))
+        if auditor.applies(ctx):
+            say(auditor.describe(ctx))
+            results[name] = auditor.measure(ctx)
+    cert = certify(results, policy, claimed_epsilon=config.privacy.epsilon, adversarial=config.adversarial.enabled)
     return AuditOutcome(results=results, certification=cert, seconds=time.perf_counter() - t0)
 
 

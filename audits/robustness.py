@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from securedc.audits import names as N
 from securedc.audits.base import Audit, AuditResult, register_audit
+from securedc.audits.context import AuditContext
 from securedc.config import EvalConfig, default_pgd_step
 from securedc.errors import ConfigError, DataError
 from securedc.evaluate import train_model
@@ -465,9 +466,12 @@ def run_robustness_audit(
     )
 
 
-@register_audit("robustness")
+@register_audit(N.ROBUSTNESS)
 class RobustnessAudit(Audit):
-    """Registered wrapper of :func:`run_robustness_audit` (keyword options fixed at construction).
+    """Registered robustness audit (runs on adversarial releases, ``adversarial.eps > 0``).
+
+    In the pipeline :meth:`measure` takes every setting from the release (its ε, the evaluation
+    protocol, the seed, quick mode); :meth:`run` is the standalone door with the options given here.
 
     Example:
         >>> from securedc.audits import create_audit
@@ -483,12 +487,29 @@ class RobustnessAudit(Audit):
         self.eval_config = eval_config or EvalConfig()
         self.seed, self.max_test, self.autoattack, self.quick = seed, max_test, autoattack, quick
 
+    def applies(self, ctx: AuditContext) -> bool:
+        return ctx.config.adversarial.enabled
+
+    def describe(self, ctx: AuditContext) -> str:
+        return f"robustness: attacks at eps={ctx.config.adversarial.eps:.4g} on models trained on S and on a random subset"
+
+    def measure(self, ctx: AuditContext) -> AuditResult:
+        from securedc.evaluate import random_subset
+
+        ipc = int(torch.bincount(ctx.labels.cpu(), minlength=ctx.num_classes).max())
+        quick = ctx.settings.robustness_quick
+        return run_robustness_audit(
+            ctx.images, ctx.labels, ctx.test[0], ctx.test[1], eps=ctx.config.adversarial.eps,
+            eval_config=ctx.eval_config, seed=ctx.config.seed, quick=quick, autoattack=not quick,
+            baseline=random_subset(ctx.members[0], ctx.members[1], ipc, seed=ctx.config.seed + 1), **ctx.meta,
+        )
+
     def run(self, images: Tensor, labels: Tensor, test_images: Tensor, test_labels: Tensor, *,
             num_classes: int, mean: tuple[float, ...], std: tuple[float, ...],
             baseline: tuple[Tensor, Tensor] | None = None, **kwargs: Any) -> AuditResult:
+        """Audit ``images`` with this instance's options (``kwargs`` override them)."""
         opts = dict(eps=self.eps, eval_config=self.eval_config, seed=self.seed, max_test=self.max_test,
                     autoattack=self.autoattack, quick=self.quick)
         opts.update(kwargs)
         return run_robustness_audit(images, labels, test_images, test_labels, num_classes=num_classes,
                                     mean=mean, std=std, baseline=baseline, **opts)
-

@@ -56,6 +56,8 @@ __all__ = [
     "separability_problems",
     "rank_checkpoint_path",
     "fit_distributed",
+    "cleanup_rank_checkpoints",
+    "describe_split",
 ]
 
 logger = logging.getLogger(__name__)
@@ -176,7 +178,8 @@ def fit_distributed(
         config: the run configuration (validated here).
         bundle: the full dataset; each rank builds its mechanism on the full training set
             so σ, q and δ equal the single-process values.
-        callback: progress callback, called on rank 0 only; during the loop its ``loss``
+        callback: progress callback (e.g. the ``progress`` of :func:`securedc.release`, which runs
+            this under ``torchrun``), called on rank 0 only; during the loop its ``loss``
             is rank 0's share (the sum over rank 0's classes). The returned
             ``CondenseResult.losses`` are the per-step sums over all ranks.
         checkpoint_path: base checkpoint path; each rank writes
@@ -336,47 +339,3 @@ def cleanup_rank_checkpoints(path: str | Path, world_size: int) -> None:
 def describe_split(num_classes: int, world_size: int) -> Sequence[list[int]]:
     """Class lists of all ranks (for logs and the manifest)."""
     return [split_classes(num_classes, world_size, r) for r in range(world_size)]
-
-
-def condense_cli(
-    config: CondenseConfig,
-    bundle: DatasetBundle,
-    *,
-    console: object,
-    progress: Callable[[], object],
-    checkpoint: Path,
-    resume_from: Path | None,
-    keep_checkpoints: bool,
-) -> CondenseResult | None:
-    """The ``securedc condense`` hook under ``torchrun``: rank 0 shows progress, others stay quiet.
-
-    Returns the gathered result on rank 0 (the CLI then evaluates, audits and exports once)
-    and ``None`` on the other ranks (which then exit).
-    """
-    rank, world, _ = world_info()
-    if rank != 0:
-        result = fit_distributed(config, bundle, checkpoint_path=checkpoint, resume_from=resume_from)
-        return result
-    split = describe_split(bundle.num_classes, world)
-    console.print(f"[bold]distributed[/bold]: {world} ranks, classes per rank {split}")  # type: ignore[attr-defined]
-    with progress() as bar:  # type: ignore[attr-defined]
-        task = bar.add_task(f"condensing {bundle.name} (rank 0 share)", total=config.iterations, loss="-", eps="")
-
-        def on_step(ev: ProgressEvent) -> None:
-            eps_txt = f"ε {ev.epsilon_spent:.2f}" if ev.epsilon_spent is not None else ""
-            if ev.epsilon_spent is not None or ev.step % 10 == 0 or ev.step == ev.total:
-                bar.update(task, completed=ev.step, loss=f"{ev.loss:.4g}", eps=eps_txt)
-
-        result = fit_distributed(config, bundle, callback=on_step, checkpoint_path=checkpoint, resume_from=resume_from)
-    assert result is not None
-    priv = result.privacy
-    if priv.get("private"):
-        console.print(  # type: ignore[attr-defined]
-            f"[bold]DP[/bold]: ε={priv['epsilon']:.4g}, δ={priv['delta']:g}, q={priv['sample_rate']:.5f}, "
-            f"T={priv['steps']}, σ={priv['noise_multiplier']:.4f} (same accountant as one process: parallel composition)"
-        )
-    else:
-        console.print("[yellow]not private[/yellow]: exact statistics of the real data")  # type: ignore[attr-defined]
-    if not keep_checkpoints:
-        cleanup_rank_checkpoints(checkpoint, world)
-    return result

@@ -12,10 +12,12 @@ is kept only in the owner record beside each cached file (``NAME.owner.json``, s
 :mod:`securedc.owner`), never in the file's manifest nor in its name; a lookup reads the owner
 records of the cache directory.
 
-Certification: files written by :func:`condense` have not been audited, so their manifest
-says ``audit.certified = false``. :func:`condense` therefore opens them with
-``allow_uncertified=True`` (and the returned dataset's ``certified`` is ``False``);
-:class:`CondensedDataset` refuses such files unless asked explicitly.
+Certification: by default files written by :func:`condense` are not audited, so their manifest
+says ``audit.certified = false``; :func:`condense` opens them with ``allow_uncertified=True`` (and
+the returned dataset's ``certified`` is ``False``), and :class:`CondensedDataset` refuses such
+files unless asked explicitly. With ``audit=AuditConfig(...)`` :func:`condense` makes an audited
+release (:func:`securedc.release`: members/non-members split, audit, certification, owner-only
+report) and raises :class:`~securedc.errors.CertificationError` when the audit refuses it.
 
 References:
     Zhao & Bilen, "Dataset Condensation with Distribution Matching", WACV 2023.
@@ -39,7 +41,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from securedc.config import AdversarialConfig, CondenseConfig, PrivacyConfig
+from securedc.api import condense as api_condense
+from securedc.audits.certify import Policy
+from securedc.audits.pipeline import AuditConfig
+from securedc.config import CondenseConfig, EvalConfig
 from securedc.data import DatasetBundle, bundle_from_torch_dataset
 from securedc.errors import CertificationError, ConfigError, DataError
 from securedc.export import load_condensed, save_condensed
@@ -157,8 +162,8 @@ def default_cache_dir() -> Path:
     return Path(root) / "condensed" if root else Path.home() / ".cache" / "securedc" / "condensed"
 
 
-def cache_key(config: CondenseConfig, fingerprint: str) -> str:
-    """SHA-256 hex of (full configuration, data fingerprint, securedc version).
+def cache_key(config: CondenseConfig, fingerprint: str, *, audit: dict[str, Any] | None = None) -> str:
+    """SHA-256 hex of (full configuration, data fingerprint, securedc version[, audit settings]).
 
     The key is computed from the data: it goes into the owner record beside a cached file
     (``cache.key``), never into the file or its name.
@@ -171,6 +176,8 @@ def cache_key(config: CondenseConfig, fingerprint: str) -> str:
     import securedc
 
     payload = {"config": config.to_dict(), "fingerprint": fingerprint, "version": securedc.__version__}
+    if audit is not None:  # an audited release is another file than an unaudited one
+        payload["audit"] = audit
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -190,28 +197,6 @@ def _find_cached(folder: Path, key: str) -> tuple[Path, str] | None:
     return None
 
 
-def _build_config(
-    config: CondenseConfig | None, ipc: int, epsilon: float | None, delta: float | None, adv_eps: float | None,
-    options: dict[str, Any],
-) -> CondenseConfig:
-    base = config or CondenseConfig()
-    fields = {f.name for f in dataclasses.fields(CondenseConfig)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ConfigError(f"unknown condense option(s) {unknown}; valid: {sorted(fields)}")
-    privacy: PrivacyConfig = base.privacy
-    if epsilon is not None or delta is not None:
-        privacy = dataclasses.replace(
-            privacy,
-            epsilon=float(epsilon) if epsilon is not None else privacy.epsilon,
-            delta=delta if delta is not None else privacy.delta,
-        )
-    adversarial: AdversarialConfig = base.adversarial
-    if adv_eps is not None:
-        adversarial = dataclasses.replace(adversarial, eps=float(adv_eps))
-    return dataclasses.replace(base, ipc=ipc, privacy=privacy, adversarial=adversarial, **options).validate()
-
-
 def condense(
     dataset: Dataset | DatasetBundle,
     *,
@@ -226,11 +211,16 @@ def condense(
     classes: Sequence[str] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    test: Dataset | None = None,
+    audit: AuditConfig | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
+    eval_config: EvalConfig | None = None,
+    force: bool = False,
     **options: Any,
 ) -> CondensedDataset:
     """Condense any map-style dataset of ``(image, label)`` and return it as a Dataset, cached.
 
-    The whole ``dataset`` is condensed (no test split is taken from it). Images may be
+    Without ``audit`` the whole ``dataset`` is condensed (no test split is taken from it). Images may be
     PIL images, numpy arrays or tensors (see :func:`securedc.data.bundle_from_torch_dataset`);
     they are materialised once to compute the fingerprint, so a second call with the same
     arguments reads the data but skips the condensation.
@@ -247,14 +237,22 @@ def condense(
         refresh: recompute even if a cached file exists.
         transform: passed to the returned :class:`CondensedDataset`.
         classes, mean, std: class names and PUBLIC normalisation constants (default 0.5).
-        **options: any other :class:`CondenseConfig` field (``iterations``, ``batch_real`` …).
+        test: real test data for the audit's accuracy (default: 20 % of each class of ``dataset``,
+            taken out before condensing); used only with ``audit``.
+        audit: audit and certify the release (:class:`~securedc.audits.pipeline.AuditConfig`), as
+            :func:`securedc.release` does; ``None`` (default) = not audited.
+        policy: certification thresholds (a Policy, a TOML file, or ``None`` for the default).
+        eval_config: protocol of the audit's fresh models (default :class:`EvalConfig`).
+        force: keep a release the audit refused (marked uncertified) instead of raising.
+        **options: any other option of :meth:`CondenseConfig.from_options` (``iterations``, ``batch_real`` …).
 
     Returns:
-        A :class:`CondensedDataset` opened with ``allow_uncertified=True`` (the file is not
-        audited); ``from_cache`` tells whether it was loaded from the cache.
+        A :class:`CondensedDataset`: certified when audited (and not forced), else opened with
+        ``allow_uncertified=True``; ``from_cache`` tells whether it was loaded from the cache.
 
     Raises:
         ConfigError, PrivacyError, DataError: as :func:`securedc.api.condense`.
+        CertificationError: the audit refused the release (its report is written; ``force`` keeps it).
 
     Example:
         >>> import tempfile, torch
@@ -266,35 +264,53 @@ def condense(
         >>> len(ds), ds.from_cache, condense(data, ipc=2, iterations=2, batch_real=8, cache_dir=cache).from_cache
         (4, False, True)
     """
-    from securedc.api import condense as api_condense
-
-    cfg = _build_config(config, ipc, epsilon, delta, adv_eps, options)
+    cfg = CondenseConfig.from_options(config, ipc=ipc, epsilon=epsilon, delta=delta, adv_eps=adv_eps, **options)
     if isinstance(dataset, DatasetBundle):
         bundle = dataset
     else:
-        bundle = bundle_from_torch_dataset(dataset, test_fraction=0.0, classes=classes, mean=mean, std=std)
-    key = cache_key(cfg, bundle.fingerprint)
+        bundle = bundle_from_torch_dataset(dataset, test, test_fraction=0.2 if audit is not None else 0.0,
+                                           classes=classes, mean=mean, std=std)
+    settings = None
+    if audit is not None:
+        from securedc.release import resolve_policy
+
+        settings = {"audit": dataclasses.asdict(audit.validate()), "policy": resolve_policy(policy).to_dict()}
+    key = cache_key(cfg, bundle.fingerprint, audit=settings)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     found = _find_cached(folder, key)
-    path = found[0] if found else None
-    if found is not None and not refresh:
-        try:
-            ds = CondensedDataset(found[0], transform=transform, allow_uncertified=True)
-        except DataError as err:
-            logger.warning("cached file %s is unreadable (%s); recomputing", found[0], err)
-        else:
-            if ds.manifest.get("tensor_sha256") == found[1]:
-                ds.from_cache = True
-                logger.info("loaded condensed set from cache %s", found[0])
-                return ds
-            logger.warning("cached file %s does not match its owner record; recomputing", found[0])
-    outcome = api_condense(bundle, ipc=cfg.ipc, config=cfg)
-    if path is None:  # a random name: the key must not be readable from the file name either
-        path = folder / f"{bundle.name}-ipc{cfg.ipc}-{secrets.token_hex(8)}.safetensors"
-    owner = outcome.owner_record(cache={"key": key, "created_by": "securedc.plugins.torch.condense"})
-    save_condensed(path, outcome.images, outcome.labels, outcome.manifest(), owner=owner)
-    logger.info("condensed %d images to %s (not audited: uncertified)", len(outcome.labels), path)
-    return CondensedDataset(path, transform=transform, allow_uncertified=True)
+    if found is not None and not refresh and (cached := _open_cached(found, transform)) is not None:
+        return cached
+    path = found[0] if found else folder / f"{bundle.name}-ipc{cfg.ipc}-{secrets.token_hex(8)}.safetensors"
+    # a random name: the key must not be readable from the file name either
+    cache = {"cache": {"key": key, "created_by": "securedc.plugins.torch.condense"}}
+    if audit is None:
+        outcome = api_condense(bundle, config=cfg)
+        save_condensed(path, outcome.images, outcome.labels, outcome.manifest(), owner=outcome.owner_record(**cache))
+        logger.info("condensed %d images to %s (not audited: uncertified)", len(outcome.labels), path)
+        return CondensedDataset(path, transform=transform, allow_uncertified=True)
+    from securedc.release import release
+
+    done = release(cfg, bundle, out=path.parent, name=path.name.removesuffix(".safetensors"), audit=audit,
+                   policy=policy, eval_config=eval_config or EvalConfig(), force=force, record=cache)
+    assert done is not None  # the plugin condenses in one process
+    done.check()
+    logger.info("audited release %s: certified = %s", path, done.certified)
+    return CondensedDataset(path, transform=transform, allow_uncertified=force)
+
+
+def _open_cached(found: tuple[Path, str], transform: Callable[[Tensor], Any] | None) -> CondensedDataset | None:
+    """The cached file if it is readable and matches its owner record, else ``None`` (recompute)."""
+    try:
+        ds = CondensedDataset(found[0], transform=transform, allow_uncertified=True)
+    except DataError as err:
+        logger.warning("cached file %s is unreadable (%s); recomputing", found[0], err)
+        return None
+    if ds.manifest.get("tensor_sha256") != found[1]:
+        logger.warning("cached file %s does not match its owner record; recomputing", found[0])
+        return None
+    ds.from_cache = True
+    logger.info("loaded condensed set from cache %s", found[0])
+    return ds
 
 
 def _labels_of(ds: Dataset) -> Tensor:

@@ -2,7 +2,9 @@
 
 Condense a training set into a few synthetic images per class by minimising a
 discrepancy to the real distribution, optionally with a differential-privacy
-guarantee (``epsilon``) and an adversarial term (``adv_eps``); audit and export.
+guarantee (``epsilon``) and an adversarial term (``adv_eps``) (:func:`condense`);
+audit, certify and export it or refuse it (:func:`release`); audit a saved release
+again (:func:`audit_file`).
 
 Example:
     >>> import securedc
@@ -30,11 +32,19 @@ from securedc.errors import (  # noqa: E402
     SecuredcError,
 )
 from securedc.export import CondensedSet, load_condensed, save_condensed  # noqa: E402
+from securedc.notices import Notice  # noqa: E402
 from securedc.owner import owner_path, read_owner_record, write_owner_record  # noqa: E402
+from securedc.reaudit import FileAudit, audit_file  # noqa: E402
+from securedc.release import Release, release  # noqa: E402
 
 __all__ = [
     "__version__",
     "condense",
+    "release",
+    "Release",
+    "audit_file",
+    "FileAudit",
+    "Notice",
     "Condensation",
     "Condenser",
     "CondenseResult",

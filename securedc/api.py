@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from securedc.batching import resolve_precision
-from securedc.condenser import Condenser, CondenseResult, ProgressEvent
+from securedc.condensation import Condensation, run_condensation, step_events
+from securedc.condenser import CondenseResult, ProgressEvent
 from securedc.config import CondenseConfig
 from securedc.data import DatasetBundle, bundle_from_torch_dataset, load_dataset
 from securedc.errors import ConfigError
 
 __all__ = ["Condensation", "condense", "as_bundle", "build_manifest", "build_owner_record"]
-
-
-@dataclass
-class Condensation:
-    """A finished condensation: the synthetic set plus everything needed to export it."""
-
-    images: Tensor
-    labels: Tensor
-    config: CondenseConfig
-    result: CondenseResult
-    bundle: DatasetBundle
-
-    def manifest(self, **extra: Any) -> dict[str, Any]:
-        """The public manifest of the release (see :func:`build_manifest`)."""
-        return build_manifest(self.bundle, self.config, self.result, **extra)
-
-    def owner_record(self, **extra: Any) -> dict[str, Any]:
-        """The data owner's record kept beside the release (see :func:`build_owner_record`)."""
-        return build_owner_record(self.bundle, self.result, **extra)
 
 
 def as_bundle(data: DatasetBundle | Dataset | str, *, root: str | None = None, download: bool = False) -> DatasetBundle:
@@ -54,29 +33,32 @@ def as_bundle(data: DatasetBundle | Dataset | str, *, root: str | None = None, d
 def condense(
     data: DatasetBundle | Dataset | str = "digits",
     *,
-    ipc: int = 10,
-    epsilon: float = math.inf,
-    delta: float | None = None,
-    adv_eps: float = 0.0,
+    ipc: int | None = None,
+    epsilon: float | str | None = None,
+    delta: float | str | None = None,
+    adv_eps: float | str | None = None,
     config: CondenseConfig | None = None,
     callback: Callable[[ProgressEvent], None] | None = None,
     checkpoint_path: str | Path | None = None,
     resume_from: str | Path | None = None,
     **options: Any,
 ) -> Condensation:
-    """Condense ``data`` into ``ipc`` synthetic images per class.
+    """Condense ``data`` into ``ipc`` synthetic images per class (no audit, nothing written).
+
+    For an audited, exported release use :func:`securedc.release`.
 
     Args:
         data: a dataset name (``"digits"``, ``"fashion-mnist"``, ``"npz:FILE"`` …), a
             :class:`DatasetBundle`, or any map-style torch Dataset of (image, label).
-        ipc: images per class.
+        ipc: images per class (default 10, or ``config``'s).
         epsilon: DP target ε (``inf`` = non-private).
         delta: DP δ (default: below 1/N).
         adv_eps: L∞ radius of the adversarial term (0 = off).
-        config: a full :class:`CondenseConfig`; the keyword arguments above override it.
-        callback: progress callback.
+        config: a base :class:`CondenseConfig`; every keyword that is not ``None`` overrides it
+            (:meth:`CondenseConfig.from_options`, the rule the CLI and the plugins use too).
+        callback: progress callback, called with a :class:`ProgressEvent` per step.
         checkpoint_path, resume_from: checkpointing (see :meth:`Condenser.fit`).
-        **options: any other :class:`CondenseConfig` field (``iterations``, ``discrepancy`` …).
+        **options: any other option of :meth:`CondenseConfig.from_options` (``iterations``, ``discrepancy`` …).
 
     Returns:
         :class:`Condensation`.
@@ -86,23 +68,12 @@ def condense(
         >>> out.images.shape, out.result.privacy["private"]
         (torch.Size([10, 1, 8, 8]), False)
     """
+    cfg = CondenseConfig.from_options(config, ipc=ipc, epsilon=epsilon, delta=delta, adv_eps=adv_eps, **options)
     bundle = as_bundle(data)
-    base = config or CondenseConfig()
-    fields = {f.name for f in dataclasses.fields(CondenseConfig)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ConfigError(f"unknown condense option(s) {unknown}; valid: {sorted(fields)}")
-    privacy = base.privacy
-    if config is None or not math.isinf(epsilon):  # explicit keywords override the given config
-        privacy = dataclasses.replace(base.privacy, epsilon=epsilon, delta=delta if delta is not None else base.privacy.delta)
-    adversarial = dataclasses.replace(base.adversarial, eps=adv_eps) if adv_eps else base.adversarial
-    cfg = dataclasses.replace(base, ipc=ipc, privacy=privacy, adversarial=adversarial, **options).validate()
-    condenser = Condenser(
-        cfg, num_classes=bundle.num_classes, image_shape=bundle.image_shape, mean=bundle.mean, std=bundle.std
-    )
-    mechanism = condenser.make_mechanism(bundle.train_images, bundle.train_labels)
-    result = condenser.fit(mechanism, callback=callback, checkpoint_path=checkpoint_path, resume_from=resume_from)
-    return Condensation(images=result.images, labels=result.labels, config=cfg, result=result, bundle=bundle)
+    out = run_condensation(cfg, bundle, progress=step_events(callback) if callback is not None else None,
+                           checkpoint=checkpoint_path, resume=resume_from, distributed=False)
+    assert out is not None  # only a distributed run returns None
+    return out
 
 
 def build_manifest(

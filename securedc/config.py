@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from securedc.devices import device_problem, resolve_device
-from securedc.errors import ConfigError, PrivacyError
+from securedc.errors import ConfigError, PrivacyError, Problem
 from securedc.jsonsafe import json_ready
 
 __all__ = [
@@ -28,6 +28,9 @@ __all__ = [
     "AdversarialConfig",
     "CondenseConfig",
     "EvalConfig",
+    "option_field",
+    "PRIVACY_OPTIONS",
+    "ADVERSARIAL_OPTIONS",
 ]
 
 _FRACTION = re.compile(r"^\s*([+-]?[0-9.eE+-]+)\s*/\s*([+-]?[0-9.eE+-]+)\s*$")
@@ -38,7 +41,7 @@ def parse_number(text: str | float | int, *, name: str) -> float:
 
     Args:
         text: the value as typed by a user, or a number.
-        name: option name used in the error message.
+        name: the field it is for, named in the error (``adversarial.eps``; the CLI shows the flag).
 
     Returns:
         The parsed float (may be ``inf``; NaN is rejected).
@@ -47,10 +50,14 @@ def parse_number(text: str | float | int, *, name: str) -> float:
         ConfigError: unparsable text, a zero denominator or NaN.
 
     Example:
-        >>> round(parse_number("8/255", name="adv-eps"), 6)
+        >>> round(parse_number("8/255", name="adversarial.eps"), 6)
         0.031373
-        >>> parse_number("inf", name="epsilon")
+        >>> parse_number("inf", name="privacy.epsilon")
         inf
+        >>> parse_number("8/0", name="adversarial.eps")
+        Traceback (most recent call last):
+        ...
+        securedc.errors.ConfigError: adversarial.eps '8/0': denominator is zero; use e.g. 8/255
     """
     if isinstance(text, (int, float)):
         value = float(text)
@@ -62,14 +69,14 @@ def parse_number(text: str | float | int, *, name: str) -> float:
             else:
                 num, den = float(text.strip()), 1.0
         except ValueError:
-            raise ConfigError(
-                f"--{name} {text!r} is not a number; use a decimal (0.03), a fraction (8/255) or inf"
-            ) from None
+            raise ConfigError(problems=[
+                Problem(name, f"{text!r} is not a number; use a decimal (0.03), a fraction (8/255) or inf")
+            ]) from None
         if den == 0:
-            raise ConfigError(f"--{name} {text!r}: denominator is zero; use e.g. 8/255")
+            raise ConfigError(problems=[Problem(name, f"{text!r}: denominator is zero; use e.g. 8/255")])
         value = num / den
     if math.isnan(value):
-        raise ConfigError(f"--{name} is NaN; give a finite number")
+        raise ConfigError(problems=[Problem(name, "is NaN; give a finite number")])
     return value
 
 
@@ -103,6 +110,14 @@ def default_pgd_step(eps: float) -> float:
     return float(eps) / 4
 
 
+def _raise_problems(config: Any) -> Any:
+    """``config`` if its ``problems()`` are none, else one :class:`ConfigError` carrying them all."""
+    problems = config.problems()
+    if problems:
+        raise ConfigError(problems=problems)
+    return config
+
+
 @dataclass(frozen=True, kw_only=True)
 class PrivacyConfig:
     """Differential-privacy settings (docs/privacy.md).
@@ -133,23 +148,27 @@ class PrivacyConfig:
     def private(self) -> bool:
         return math.isfinite(self.epsilon)
 
-    def problems(self) -> list[str]:
-        out = []
+    def problems(self) -> list[Problem]:
+        out: list[Problem] = []
         if math.isnan(self.epsilon) or self.epsilon <= 0:
-            out.append(f"--epsilon must be > 0 (got {self.epsilon}); use inf or omit it for a non-private run")
+            out.append(Problem("privacy.epsilon", f"must be > 0 (got {self.epsilon}); use inf or omit it for a non-private run"))
         if self.delta is not None and not (0 < self.delta < 1):
-            out.append(f"--delta must be in (0, 1) (got {self.delta}); typical is < 1/N, e.g. 1e-5")
+            out.append(Problem("privacy.delta", f"must be in (0, 1) (got {self.delta}); typical is < 1/N, e.g. 1e-5"))
         if self.accountant not in ("rdp", "prv"):
-            out.append(f"--accountant must be 'rdp' or 'prv' (got {self.accountant!r})")
+            out.append(Problem("privacy.accountant", f"must be 'rdp' or 'prv' (got {self.accountant!r})"))
         if not (math.isfinite(self.clip) and self.clip > 0):
-            out.append(f"--clip must be a finite number > 0 (got {self.clip})")
+            out.append(Problem("privacy.clip", f"must be a finite number > 0 (got {self.clip})"))
         if self.sample_rate is not None and not (0 < self.sample_rate <= 1):
-            out.append(f"--sample-rate must be in (0, 1] (got {self.sample_rate})")
+            out.append(Problem("privacy.sample_rate", f"must be in (0, 1] (got {self.sample_rate})"))
         if self.counts not in ("released", "public"):
-            out.append(f"--counts must be 'released' or 'public' (got {self.counts!r})")
+            out.append(Problem("privacy.counts", f"must be 'released' or 'public' (got {self.counts!r})"))
         if not (0 < self.count_share < 1):
-            out.append(f"--count-share must be in (0, 1) (got {self.count_share})")
+            out.append(Problem("privacy.count_share", f"must be in (0, 1) (got {self.count_share})"))
         return out
+
+    def validate(self) -> "PrivacyConfig":
+        """Raise one :class:`ConfigError` naming every invalid field; else return ``self``."""
+        return _raise_problems(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,26 +214,30 @@ class AdversarialConfig:
     def step_size(self) -> float:
         return self.alpha if self.alpha is not None else default_pgd_step(self.eps)
 
-    def problems(self) -> list[str]:
-        out = []
+    def problems(self) -> list[Problem]:
+        out: list[Problem] = []
         if not (0 <= self.eps <= 1):
-            out.append(f"--adv-eps must be in [0, 1] in image units (got {self.eps}); e.g. 8/255")
+            out.append(Problem("adversarial.eps", f"must be in [0, 1] in image units (got {self.eps}); e.g. 8/255"))
         if self.steps < 1:
-            out.append(f"--adv-steps must be >= 1 (got {self.steps})")
+            out.append(Problem("adversarial.steps", f"must be >= 1 (got {self.steps})"))
         if self.alpha is not None and not (0 < self.alpha <= 1):
-            out.append(f"--adv-alpha must be in (0, 1] (got {self.alpha})")
+            out.append(Problem("adversarial.alpha", f"must be in (0, 1] (got {self.alpha})"))
         if not (math.isfinite(self.weight) and self.weight >= 0):
-            out.append(f"--adv-weight must be >= 0 (got {self.weight})")
+            out.append(Problem("adversarial.weight", f"must be >= 0 (got {self.weight})"))
         if self.attack_network not in ("random", "synthetic"):
-            out.append(f"--adv-network must be 'random' or 'synthetic' (got {self.attack_network!r})")
+            out.append(Problem("adversarial.attack_network", f"must be 'random' or 'synthetic' (got {self.attack_network!r})"))
         if self.mode not in ("robust-features", "perturbed"):
-            out.append(f"--adv-mode must be 'robust-features' or 'perturbed' (got {self.mode!r})")
+            out.append(Problem("adversarial.mode", f"must be 'robust-features' or 'perturbed' (got {self.mode!r})"))
         if self.extractor_epochs < 0 or self.retrain_every < 1:
-            out.append(f"extractor epochs must be >= 0 and retrain_every >= 1 (got {self.extractor_epochs}, "
-                       f"{self.retrain_every})")
+            out.append(Problem("adversarial.extractor_epochs", f"must be >= 0 and adversarial.retrain_every >= 1 (got "
+                                                                  f"{self.extractor_epochs}, {self.retrain_every})"))
         if not (math.isfinite(self.soft_label_temperature) and self.soft_label_temperature > 0):
-            out.append(f"--soft-label-temperature must be > 0 (got {self.soft_label_temperature})")
+            out.append(Problem("adversarial.soft_label_temperature", f"must be > 0 (got {self.soft_label_temperature})"))
         return out
+
+    def validate(self) -> "AdversarialConfig":
+        """Raise one :class:`ConfigError` naming every invalid field; else return ``self``."""
+        return _raise_problems(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,17 +262,21 @@ class EvalConfig:
     dsa: str = "color_crop_cutout_flip_scale_rotate"
     model: str = "convnet"
 
-    def problems(self) -> list[str]:
-        out = []
+    def problems(self) -> list[Problem]:
+        out: list[Problem] = []
         if self.models < 1:
-            out.append(f"--eval-models must be >= 1 (got {self.models})")
+            out.append(Problem("eval.models", f"must be >= 1 (got {self.models})"))
         if self.epochs < 1:
-            out.append(f"--eval-epochs must be >= 1 (got {self.epochs})")
+            out.append(Problem("eval.epochs", f"must be >= 1 (got {self.epochs})"))
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            out.append(f"eval lr must be > 0 (got {self.lr})")
+            out.append(Problem("eval.lr", f"must be > 0 (got {self.lr})"))
         if self.batch_size < 1:
-            out.append(f"eval batch size must be >= 1 (got {self.batch_size})")
+            out.append(Problem("eval.batch_size", f"must be >= 1 (got {self.batch_size})"))
         return out
+
+    def validate(self) -> "EvalConfig":
+        """Raise one :class:`ConfigError` naming every invalid field; else return ``self``."""
+        return _raise_problems(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -362,48 +389,52 @@ class CondenseConfig:
         s = sum(float(v) for v in std) / max(1, len(std))
         return s * s
 
-    def problems(self) -> list[str]:
-        out = []
+    def problems(self) -> list[Problem]:
+        out: list[Problem] = []
         if self.ipc < 1:
-            out.append(f"--ipc must be >= 1 (got {self.ipc})")
+            out.append(Problem("ipc", f"must be >= 1 (got {self.ipc})"))
         if self.iterations < 0:
-            out.append(f"--iterations must be >= 0 (got {self.iterations})")
+            out.append(Problem("iterations", f"must be >= 0 (got {self.iterations})"))
         if self.init not in ("auto", "real", "mix", "noise"):
-            out.append(f"--init must be auto, real, mix or noise (got {self.init!r})")
+            out.append(Problem("init", f"must be auto, real, mix or noise (got {self.init!r})"))
         if self.init_mix < 1:
-            out.append(f"--init-mix must be >= 1 (got {self.init_mix})")
+            out.append(Problem("init_mix", f"must be >= 1 (got {self.init_mix})"))
         if self.optimizer not in ("sgd", "adam"):
-            out.append(f"--optimizer must be sgd or adam (got {self.optimizer!r})")
+            out.append(Problem("optimizer", f"must be sgd or adam (got {self.optimizer!r})"))
         if self.lr_img is not None and not (math.isfinite(self.lr_img) and self.lr_img > 0):
-            out.append(f"--lr-img must be a finite number > 0 (got {self.lr_img})")
+            out.append(Problem("lr_img", f"must be a finite number > 0 (got {self.lr_img})"))
         if not (0 <= self.momentum < 1):
-            out.append(f"--momentum must be in [0, 1) (got {self.momentum})")
+            out.append(Problem("momentum", f"must be in [0, 1) (got {self.momentum})"))
         if self.batch_real < 1:
-            out.append(f"--batch-real must be >= 1 (got {self.batch_real})")
+            out.append(Problem("batch_real", f"must be >= 1 (got {self.batch_real})"))
         if self.real_chunk < 0:
-            out.append(f"--real-chunk must be >= 0 (got {self.real_chunk})")
+            out.append(Problem("real_chunk", f"must be >= 0 (got {self.real_chunk})"))
         if self.real_precision not in ("auto", "fp32", "bf16"):
-            out.append(f"--real-precision must be auto, fp32 or bf16 (got {self.real_precision!r})")
+            out.append(Problem("real_precision", f"must be auto, fp32 or bf16 (got {self.real_precision!r})"))
         for name in ("grad_weight", "dist_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                out.append(f"--{name.replace('_', '-')} must be >= 0 (got {value})")
+                out.append(Problem(name, f"must be >= 0 (got {value})"))
         if self.checkpoint_every < 0:
-            out.append(f"--checkpoint-every must be >= 0 (got {self.checkpoint_every})")
+            out.append(Problem("checkpoint_every", f"must be >= 0 (got {self.checkpoint_every})"))
         if self.seed < 0:
-            out.append(f"--seed must be >= 0 (got {self.seed})")
+            out.append(Problem("seed", f"must be >= 0 (got {self.seed})"))
         if self.reuse < 1:
-            out.append(f"--reuse must be >= 1 (got {self.reuse}); 1 = a fresh release every step")
+            out.append(Problem("reuse", f"must be >= 1 (got {self.reuse}); 1 = a fresh release every step"))
         if self.releases is not None and self.releases < 1:
-            out.append(f"--releases must be >= 1 (got {self.releases})")
+            out.append(Problem("releases", f"must be >= 1 (got {self.releases})"))
         if self.releases is not None and self.iterations >= 1 and self.releases > self.iterations:
-            out.append(f"--releases {self.releases} exceeds --iterations {self.iterations}: a release serves >= 1 step")
+            out.append(Problem("releases", f"{self.releases} exceeds iterations {self.iterations}: a release serves >= 1 step"))
         if not (math.isfinite(self.bank_memory_gb) and self.bank_memory_gb > 0):
-            out.append(f"--bank-memory must be > 0 GiB (got {self.bank_memory_gb})")
+            out.append(Problem("bank_memory_gb", f"must be > 0 GiB (got {self.bank_memory_gb})"))
         if (problem := device_problem(self.device)) is not None:
-            out.append(problem)
+            out.append(Problem("device", problem))
+        adv = self.adversarial
+        if adv.soft_labels and not (adv.enabled and adv.mode == "robust-features"):
+            out.append(Problem("adversarial.soft_labels", "needs adversarial.eps > 0 with adversarial.mode "
+                                                          "robust-features (the robust teacher)"))
         out += self.privacy.problems()
-        out += self.adversarial.problems()
+        out += adv.problems()
         return out
 
     def validate(self) -> "CondenseConfig":
@@ -412,9 +443,7 @@ class CondenseConfig:
         Returns:
             ``self`` so calls can be chained.
         """
-        problems = self.problems()
-        if problems:
-            raise ConfigError("; ".join(problems))
+        _raise_problems(self)
         if self.privacy.private and self.init in ("real", "mix"):
             raise PrivacyError(
                 f"--init {self.init} copies private images into the release and is refused with --epsilon; "
@@ -435,3 +464,82 @@ class CondenseConfig:
             privacy["epsilon"] = float(privacy["epsilon"])
         adversarial = dict(data.pop("adversarial", {}))
         return cls(privacy=PrivacyConfig(**privacy), adversarial=AdversarialConfig(**adversarial), **data)
+
+    @classmethod
+    def from_options(cls, base: "CondenseConfig | None" = None, **options: Any) -> "CondenseConfig":
+        """The one constructor from keyword options, used by the CLI, :func:`securedc.condense` and the plugins.
+
+        Options are the fields of :class:`CondenseConfig` plus flat names for the nested ones:
+        ``epsilon``, ``delta``, ``accountant``, ``clip``, ``sample_rate``, ``counts``, ``count_share``
+        (:class:`PrivacyConfig`) and ``adv_eps``, ``adv_steps``, ``adv_alpha``, ``adv_weight``,
+        ``adv_network``, ``adv_synthetic``, ``adv_mode``, ``robust_extractor``, ``soft_labels``, ...
+        (:data:`ADVERSARIAL_OPTIONS`). A value of ``None`` means *not given* (``base``'s value stays);
+        any other value overrides ``base`` — ``epsilon=inf`` makes the run non-private and
+        ``adv_eps=0`` switches the adversarial term off. Numbers may be text (``"8/255"``, ``"inf"``).
+
+        Args:
+            base: the configuration to start from (default :class:`CondenseConfig`).
+            **options: the options to set.
+
+        Returns:
+            The validated configuration.
+
+        Raises:
+            ConfigError: an unknown option, unparsable number or invalid value (all named at once).
+            PrivacyError: an option that would break the DP guarantee.
+
+        Example:
+            >>> dp = CondenseConfig.from_options(ipc=1, epsilon="8", adv_eps="8/255")
+            >>> dp.privacy.epsilon, round(dp.adversarial.eps, 4)
+            (8.0, 0.0314)
+            >>> off = CondenseConfig.from_options(dp, epsilon=math.inf, adv_eps=0)
+            >>> off.privacy.private, off.adversarial.enabled, off.ipc
+            (False, False, 1)
+        """
+        base = base or cls()
+        given = {k: v for k, v in options.items() if v is not None}
+        top = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - top - set(PRIVACY_OPTIONS) - set(ADVERSARIAL_OPTIONS))
+        if unknown:
+            raise ConfigError(f"unknown condense option(s) {unknown}; valid: "
+                              f"{sorted(top | set(PRIVACY_OPTIONS) | set(ADVERSARIAL_OPTIONS))}")
+        for key in _NUMBER_OPTIONS & given.keys():
+            given[key] = parse_number(given[key], name=option_field(key))
+        if "robust_extractor" in given:
+            given["robust_extractor"] = str(given["robust_extractor"])
+        privacy = dataclasses.replace(given.pop("privacy", base.privacy),
+                                      **{PRIVACY_OPTIONS[k]: given.pop(k) for k in list(given) if k in PRIVACY_OPTIONS})
+        adversarial = dataclasses.replace(
+            given.pop("adversarial", base.adversarial),
+            **{ADVERSARIAL_OPTIONS[k]: given.pop(k) for k in list(given) if k in ADVERSARIAL_OPTIONS},
+        )
+        return dataclasses.replace(base, privacy=privacy, adversarial=adversarial, **given).validate()
+
+
+#: flat option name → :class:`PrivacyConfig` field (:meth:`CondenseConfig.from_options`)
+PRIVACY_OPTIONS = {name: name for name in ("epsilon", "delta", "accountant", "clip", "sample_rate", "counts",
+                                           "count_share")}
+
+#: flat option name → :class:`AdversarialConfig` field (:meth:`CondenseConfig.from_options`)
+ADVERSARIAL_OPTIONS = {
+    "adv_eps": "eps", "adv_steps": "steps", "adv_alpha": "alpha", "adv_weight": "weight",
+    "adv_synthetic": "perturb_synthetic", "adv_network": "attack_network", "adv_mode": "mode",
+    "robust_extractor": "robust_extractor", "extractor_epochs": "extractor_epochs", "retrain_every": "retrain_every",
+    "soft_labels": "soft_labels", "soft_label_temperature": "soft_label_temperature",
+}
+
+_NUMBER_OPTIONS = {"epsilon", "delta", "sample_rate", "adv_eps", "adv_alpha"}
+
+
+def option_field(option: str) -> str:
+    """The configuration field a flat option of :meth:`CondenseConfig.from_options` sets.
+
+    Example:
+        >>> option_field("adv_eps"), option_field("epsilon"), option_field("ipc")
+        ('adversarial.eps', 'privacy.epsilon', 'ipc')
+    """
+    if option in PRIVACY_OPTIONS:
+        return f"privacy.{PRIVACY_OPTIONS[option]}"
+    if option in ADVERSARIAL_OPTIONS:
+        return f"adversarial.{ADVERSARIAL_OPTIONS[option]}"
+    return option

@@ -8,7 +8,7 @@ line stays fast.
 
 Example:
     >>> device_problem("tpu")
-    "--device 'tpu' is not a device; use auto, cpu, cuda, cuda:N or mps"
+    "'tpu' is not a device; use auto, cpu, cuda, cuda:N or mps"
     >>> resolve_device("cpu")
     'cpu'
 """
@@ -26,7 +26,7 @@ _NAME = re.compile(r"^(auto|cpu|mps|cuda(:(?P<index>[0-9]+))?)$")
 
 
 def device_problem(device: object) -> str | None:
-    """Why ``device`` cannot be used on this machine, as one line naming ``--device``; ``None`` if it can.
+    """Why ``device`` cannot be used on this machine (one line, after the field name); ``None`` if it can.
 
     Example:
         >>> device_problem("auto") is None
@@ -34,21 +34,21 @@ def device_problem(device: object) -> str | None:
     """
     match = _NAME.match(device) if isinstance(device, str) else None
     if match is None:
-        return f"--device {device!r} is not a device; use {', '.join(DEVICE_CHOICES[:-1])} or {DEVICE_CHOICES[-1]}"
+        return f"{device!r} is not a device; use {', '.join(DEVICE_CHOICES[:-1])} or {DEVICE_CHOICES[-1]}"
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            return f"--device {device}: CUDA is not available on this machine; use --device cpu (or auto)"
+            return f"{device}: CUDA is not available on this machine; use cpu (or auto)"
         index = match.group("index")
         if index is not None and int(index) >= torch.cuda.device_count():
-            return (f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                    f"numbered from 0; use --device cuda or auto")
+            return (f"{device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                    f"numbered from 0; use cuda or auto")
     if device == "mps":
         import torch
 
         if not torch.backends.mps.is_available():
-            return "--device mps: MPS is not available on this machine; use --device cpu (or auto)"
+            return "mps: MPS is not available on this machine; use cpu (or auto)"
     return None
 
 

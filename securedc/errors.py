@@ -8,7 +8,11 @@ and every other :class:`SecuredcError` to exit code 2 (bad input, nothing writte
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 __all__ = [
+    "Problem",
     "SecuredcError",
     "ConfigError",
     "DataError",
@@ -21,8 +25,39 @@ class SecuredcError(Exception):
     """Base class of every error securedc raises on purpose."""
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One invalid option, named by its configuration field (``ipc``, ``privacy.epsilon``, ``eval.models``).
+
+    The library says ``ipc must be >= 1 (got 0)``; the CLI shows the same ``text`` after the
+    option's flag (``--ipc must be >= 1 (got 0)``).
+
+    Example:
+        >>> str(Problem("privacy.epsilon", "must be > 0 (got -1)"))
+        'privacy.epsilon must be > 0 (got -1)'
+    """
+
+    field: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.text}"
+
+
 class ConfigError(SecuredcError, ValueError):
-    """An option or argument is outside its allowed range or inconsistent with another."""
+    """An option or argument is outside its allowed range or inconsistent with another.
+
+    Args:
+        message: the whole message; default: the ``problems`` joined with ``"; "``.
+        problems: the invalid fields, each a :class:`Problem` (or a plain sentence).
+
+    Attributes:
+        problems: as given (empty when raised with a message only).
+    """
+
+    def __init__(self, message: str = "", *, problems: Sequence[Problem | str] = ()) -> None:
+        self.problems = tuple(problems)
+        super().__init__(message or "; ".join(str(p) for p in self.problems))
 
 
 class DataError(SecuredcError, ValueError):

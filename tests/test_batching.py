@@ -41,9 +41,9 @@ def test_auto_chunk_is_cache_sized_on_cpu_and_unbounded_elsewhere() -> None:
 def test_precision_resolution_and_validation() -> None:
     assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
     assert resolve_precision("auto") == ("bf16" if bf16_supported() else "fp32")
-    with pytest.raises(ConfigError, match="--real-precision"):
+    with pytest.raises(ConfigError, match="real_precision"):
         CondenseConfig(real_precision="fp8").validate()  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="--real-chunk"):
+    with pytest.raises(ConfigError, match="real_chunk"):
         CondenseConfig(real_chunk=-1).validate()
     assert torch.is_autocast_enabled("cpu") is False
     with autocast_context("bf16"):

@@ -1,0 +1,142 @@
+"""What an audit of a release is given: the effort (:class:`AuditConfig`) and the release with its data (:class:`AuditContext`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from securedc.config import CondenseConfig, EvalConfig
+from securedc.errors import ConfigError, Problem
+
+__all__ = ["AuditConfig", "AuditContext", "make_condense_fn"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditConfig:
+    """How much auditing to do (defaults = the quick CPU audit run by ``securedc condense``).
+
+    Attributes:
+        holdout_fraction: share of each class of the training data reserved as non-members.
+        shadows: shadow condensations for LiRA/RMIA (``--audit-shadows``; 0 skips them).
+        canaries: canaries of the one-run audit (``--audit-canaries``; 0 skips it).
+        audit_iterations: steps of each shadow/canary condensation, capped at the release's T;
+            0 = the release's T (thorough).
+        architectures: utility architectures (the first is the main evaluation model).
+        mia_eval: protocol of the attack models (``None`` = ``DEFAULT_MIA_EVAL`` of the MIA module, 2 models
+            × 100 epochs without augmentation, capped at the evaluation protocol's models and epochs).
+        max_targets: members and non-members scored by the MIA (each; at most half of the non-members,
+            the other half is the reference population of LiRA/RMIA).
+        robustness_quick: quick robustness audit (no AutoAttack, fewer test images).
+    """
+
+    holdout_fraction: float = 0.2
+    shadows: int = 2
+    canaries: int = 100
+    audit_iterations: int = 100
+    architectures: tuple[str, ...] = ("convnet", "mlp")
+    mia_eval: EvalConfig | None = None
+    max_targets: int = 500
+    robustness_quick: bool = True
+
+    def problems(self) -> list[Problem]:
+        out: list[Problem] = []
+        if not (0 < self.holdout_fraction < 1):
+            out.append(Problem("audit.holdout_fraction", f"must be in (0, 1) (got {self.holdout_fraction}); e.g. 0.2"))
+        if self.shadows < 0:
+            out.append(Problem("audit.shadows", f"must be >= 0 (got {self.shadows})"))
+        if self.canaries < 0:
+            out.append(Problem("audit.canaries", f"must be >= 0 (got {self.canaries})"))
+        if self.audit_iterations < 0:
+            out.append(Problem("audit.audit_iterations", f"must be >= 0 (got {self.audit_iterations}); 0 = the release's T"))
+        if not self.architectures:
+            out.append(Problem("audit.architectures", "must name at least one architecture (the utility audit)"))
+        if self.max_targets < 2:
+            out.append(Problem("audit.max_targets", f"must be >= 2 (got {self.max_targets})"))
+        return out
+
+    def validate(self) -> "AuditConfig":
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems=problems)
+        return self
+
+    def iterations_for(self, config: CondenseConfig) -> int:
+        """Steps of a shadow / canary condensation for a release made with ``config``."""
+        if self.audit_iterations == 0:
+            return config.iterations
+        return max(1, min(config.iterations, self.audit_iterations))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditContext:
+    """A release, the data around it and the audit settings: the one argument of :meth:`Audit.measure`.
+
+    Attributes:
+        images, labels: the release S (condensed from ``members`` only).
+        members, nonmembers: the membership split (:func:`~securedc.audits.pipeline.split_members`).
+        test: real test data (accuracy only; never used as non-members).
+        num_classes, mean, std: dataset metadata.
+        config: the release's condensation config (shadow and canary runs reuse it).
+        eval_config: the evaluation protocol.
+        settings: how much to audit (:class:`AuditConfig`).
+    """
+
+    images: Tensor
+    labels: Tensor
+    members: tuple[Tensor, Tensor]
+    nonmembers: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    config: CondenseConfig
+    eval_config: EvalConfig
+    settings: AuditConfig
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """``num_classes``, ``mean`` and ``std`` as keyword arguments."""
+        return dict(num_classes=self.num_classes, mean=tuple(self.mean), std=tuple(self.std))
+
+    @property
+    def steps(self) -> int:
+        """Steps of each shadow / canary condensation."""
+        return self.settings.iterations_for(self.config)
+
+    def condense_fn(self) -> Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]:
+        """Re-run the release's configuration on other data (:func:`make_condense_fn`)."""
+        return make_condense_fn(self.config, image_shape=tuple(self.images.shape[1:]), iterations=self.steps,
+                                **self.meta)
+
+
+def make_condense_fn(
+    config: CondenseConfig,
+    *,
+    num_classes: int,
+    image_shape: tuple[int, int, int],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    iterations: int | None = None,
+) -> Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]:
+    """``(train_x, train_y, seed) -> (syn_x, syn_y)`` re-running ``config`` (shadow / canary runs).
+
+    Args:
+        config: the release's configuration (DP runs are re-calibrated to the same (ε, δ)
+            for the given data size and steps).
+        iterations: steps (default: ``config.iterations``).
+    """
+    from securedc.condenser import Condenser
+
+    steps = config.iterations if iterations is None else iterations
+
+    def condense_fn(x: Tensor, y: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+        cfg = dataclasses.replace(config, seed=int(seed), iterations=steps, checkpoint_every=0)
+        condenser = Condenser(cfg, num_classes=num_classes, image_shape=image_shape, mean=mean, std=std)
+        result = condenser.fit(condenser.make_mechanism(x, y))
+        return result.images, result.labels
+
+    return condense_fn

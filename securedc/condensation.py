@@ -1,0 +1,205 @@
+"""One condensation run — in this process, from a saved statistics bank, or split across ``torchrun`` ranks.
+
+:func:`run_condensation` is the step of :func:`securedc.release` (and of :func:`securedc.condense`)
+that touches the real data: only through the condenser's mechanism, or not at all when
+re-condensing from a bank (docs/design.md, "Data flow"). It reports through a ``progress``
+callback (:mod:`securedc.notices`) and never prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from securedc.condenser import Condenser, CondenseResult, ProgressEvent
+from securedc.config import CondenseConfig
+from securedc.data import DatasetBundle
+from securedc.notices import Notice, Progress, notifier
+
+__all__ = ["Condensation", "run_condensation", "step_events"]
+
+
+@dataclass
+class Condensation:
+    """A finished condensation: the synthetic set plus everything needed to export it.
+
+    Attributes:
+        images, labels: the synthetic set S ``[M, C, H, W]`` in [0, 1] and ``[M]``.
+        config: the configuration it was made with (a bank's settings when re-condensed from one).
+        result: the condenser's result (privacy section, losses, timings).
+        bundle: the data it was condensed from.
+        soft_labels: per-image probabilities of the robust teacher (``soft_labels=True``), or ``None``.
+        bank_path: where the statistics bank was saved (``bank_path`` of :func:`run_condensation`), or ``None``.
+    """
+
+    images: Tensor
+    labels: Tensor
+    config: CondenseConfig
+    result: CondenseResult
+    bundle: DatasetBundle
+    soft_labels: Tensor | None = None
+    bank_path: Path | None = None
+
+    def manifest(self, **extra: Any) -> dict[str, Any]:
+        """The public manifest of the release (see :func:`securedc.api.build_manifest`)."""
+        from securedc.api import build_manifest
+
+        return build_manifest(self.bundle, self.config, self.result, **extra)
+
+    def owner_record(self, **extra: Any) -> dict[str, Any]:
+        """The data owner's record kept beside the release (see :func:`securedc.api.build_owner_record`)."""
+        from securedc.api import build_owner_record
+
+        return build_owner_record(self.bundle, self.result, **extra)
+
+
+def _privacy_notice(condenser: Condenser, mechanism: Any, config: CondenseConfig) -> Notice:
+    """What the run promises before it starts: its DP plan, or that it is not private."""
+    if not mechanism.private:
+        return Notice("warning", "exact statistics of the real data (give a finite epsilon for a DP guarantee)",
+                      label="not private")
+    plan = condenser.plan
+    return Notice("info", f"target ε={config.privacy.epsilon:g}, δ={plan.delta:g}, R={plan.releases} releases at "
+                          f"q={plan.sample_rate:g}, σ={plan.noise_multiplier:.4f}, C={mechanism.sensitivity:.3g}, "
+                          f"counts {plan.counts}; {config.iterations} optimisation steps", label="DP")
+
+
+def _steps(say: Progress, description: str, total: int) -> Any:
+    """Announce the optimisation loop; returns the per-step callback for :meth:`Condenser.fit`."""
+    say(Notice("condense", description, total=total))
+    return say
+
+
+def _run_local(
+    config: CondenseConfig, bundle: DatasetBundle, *, say: Progress, checkpoint: Path | None, resume: Path | None,
+    from_bank: Path | None, bank_path: Path | None,
+) -> Condensation:
+    bank = bank_meta = None
+    if from_bank is not None:  # phase 2 only: the bank is the sole input, no real data, no privacy cost
+        from securedc.bank import StatisticsBank, config_for_bank
+
+        bank, bank_meta = StatisticsBank.load(from_bank)
+        config = config_for_bank(config, bank_meta)
+    condenser = Condenser(
+        config, num_classes=bundle.num_classes, image_shape=bundle.image_shape, mean=bundle.mean, std=bundle.std
+    )
+    mechanism = None
+    if bank is not None:
+        condenser.check_bank(bank_meta, source=from_bank)
+        say(Notice("info", f"{from_bank}: {len(bank)} releases, no access to real data", label="from bank"))
+    else:
+        mechanism = condenser.make_mechanism(
+            bundle.train_images, bundle.train_labels, resume_from=resume if config.privacy.private else None
+        )
+        say(_privacy_notice(condenser, mechanism, config))
+    try:
+        result = condenser.fit(
+            mechanism, bank=bank, bank_privacy=(bank_meta or {}).get("privacy"),
+            callback=_steps(say, f"condensing {bundle.name}", config.iterations),
+            checkpoint_path=checkpoint, resume_from=resume,
+        )
+    finally:
+        say(Notice("condensed"))
+    saved = None
+    if bank_path is not None and result.bank is not None:
+        condenser.save_bank(bank_path, result, dataset=bundle.name)
+        say(Notice("info", str(bank_path), label="statistics bank"))
+        saved = bank_path
+    soft = None
+    if config.adversarial.soft_labels:  # post-processing of S by the robust teacher: no privacy cost
+        from securedc.terms.adversarial import soft_labels_for
+
+        soft = soft_labels_for(condenser.terms, result.images, result.labels, model_factory=condenser.make_network,
+                               temperature=config.adversarial.soft_label_temperature)
+    return Condensation(images=result.images, labels=result.labels, config=config, result=result, bundle=bundle,
+                        soft_labels=soft, bank_path=saved)
+
+
+def _run_distributed(
+    config: CondenseConfig, bundle: DatasetBundle, *, say: Progress, checkpoint: Path | None, resume: Path | None,
+) -> Condensation | None:
+    """Classes split across the ranks; rank 0 gets the whole set and reports, the others get ``None``."""
+    from securedc.plugins.distributed import cleanup_rank_checkpoints, describe_split, fit_distributed, world_info
+
+    rank, world, _ = world_info()
+    if rank != 0:
+        fit_distributed(config, bundle, checkpoint_path=checkpoint, resume_from=resume)
+        return None
+    split = describe_split(bundle.num_classes, world)
+    say(Notice("info", f"{world} ranks, classes per rank {split}", label="distributed"))
+    try:
+        result = fit_distributed(
+            config, bundle, callback=_steps(say, f"condensing {bundle.name} (rank 0 share)", config.iterations),
+            checkpoint_path=checkpoint, resume_from=resume,
+        )
+    finally:
+        say(Notice("condensed"))
+    assert result is not None  # rank 0 always gets the gathered result
+    priv = result.privacy
+    if priv.get("private"):
+        say(Notice("info", f"ε={priv['epsilon']:.4g}, δ={priv['delta']:g}, q={priv['sample_rate']:.5f}, "
+                           f"T={priv['steps']}, σ={priv['noise_multiplier']:.4f} (same accountant as one process: "
+                           "parallel composition)", label="DP"))
+    else:
+        say(Notice("warning", "exact statistics of the real data", label="not private"))
+    if checkpoint is not None and not config.checkpoint_every:
+        cleanup_rank_checkpoints(checkpoint, world)
+    return Condensation(images=result.images, labels=result.labels, config=config, result=result, bundle=bundle)
+
+
+def run_condensation(
+    config: CondenseConfig,
+    bundle: DatasetBundle,
+    *,
+    progress: Progress | None = None,
+    checkpoint: str | Path | None = None,
+    resume: str | Path | None = None,
+    from_bank: str | Path | None = None,
+    bank_path: str | Path | None = None,
+    distributed: bool | None = None,
+) -> Condensation | None:
+    """Condense ``bundle``'s training split with ``config``.
+
+    Args:
+        config: a validated configuration.
+        bundle: the data (only its training split is condensed).
+        progress: receives :class:`~securedc.notices.Notice` s and one
+            :class:`~securedc.condenser.ProgressEvent` per step.
+        checkpoint: where checkpoints go (every ``config.checkpoint_every`` steps, at the end, on Ctrl-C).
+        resume: a checkpoint of an earlier run with the same configuration (DP: its plan and key).
+        from_bank: re-condense from this saved statistics bank (no access to the real data).
+        bank_path: also save the statistics bank here (single-process runs).
+        distributed: split the classes across ``torchrun`` ranks; ``None`` = when launched so.
+
+    Returns:
+        The :class:`Condensation`; ``None`` on the ranks other than 0 of a distributed run.
+
+    Example:
+        >>> from securedc.data import load_dataset
+        >>> out = run_condensation(CondenseConfig(ipc=1, iterations=2, batch_real=8), load_dataset("digits"))
+        >>> tuple(out.images.shape)
+        (10, 1, 8, 8)
+    """
+    from securedc.plugins.distributed import launched_distributed
+
+    say = notifier(progress)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    resume = Path(resume) if resume is not None else None
+    if distributed if distributed is not None else launched_distributed():
+        return _run_distributed(config, bundle, say=say, checkpoint=checkpoint, resume=resume)
+    return _run_local(config, bundle, say=say, checkpoint=checkpoint, resume=resume,
+                      from_bank=Path(from_bank) if from_bank is not None else None,
+                      bank_path=Path(bank_path) if bank_path is not None else None)
+
+
+def step_events(callback: Any) -> Progress:
+    """A ``progress`` callback forwarding only the per-step :class:`ProgressEvent` s to ``callback``."""
+
+    def forward(event: Any) -> None:
+        if isinstance(event, ProgressEvent):
+            callback(event)
+
+    return forward
