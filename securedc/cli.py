@@ -196,8 +196,8 @@ def condense(
 
     _setup_logging(options.pop("verbose"))
     config, run = _release_request(options)
-    console.print(f"device: {config.resolved_device}" + (" (--device auto)" if config.device == "auto" else ""))
-    with Renderer(console) as render:
+    device = f"device: {config.resolved_device}" + (" (--device auto)" if config.device == "auto" else "")
+    with Renderer(console, preamble=device) as render:
         done = release(config, progress=render, **run)
     if done is None:  # a rank other than 0 of a torchrun launch: rank 0 reports
         return

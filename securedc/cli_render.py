@@ -27,10 +27,16 @@ class Renderer:
     advance (every 10th step, the last, and every step that spends ε); ``audit`` opens a status
     line that ``status`` notices update; ``info`` and ``warning`` notices are printed.
     Use it as a context manager so a bar or status line is closed on errors too.
+
+    Args:
+        console: where to draw.
+        preamble: a line printed when the optimisation loop starts (after the data is loaded and
+            every option checked, so a bad input still gets one line).
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, preamble: str | None = None) -> None:
         self.console = console
+        self.preamble = preamble
         self._bar: Progress | None = None
         self._task: Any = None
         self._status: Status | None = None
@@ -73,6 +79,8 @@ class Renderer:
         if not isinstance(event, Notice):
             self._step(event)
         elif event.kind == "condense":
+            if self.preamble:
+                self.console.print(self.preamble)
             self._open_bar(event)
         elif event.kind == "audit":
             self._status = self.console.status(escape(event.text))
