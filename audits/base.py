@@ -82,6 +82,10 @@ class Audit(abc.ABC):
     #: whether larger headline metrics mean a better (safer / more useful) release
     higher_is_better: ClassVar[bool] = True
 
+    def __init__(self, **options: Any) -> None:
+        """Keep ``options``: keyword arguments the audit passes on to its function unchanged."""
+        self.options = options
+
     def applies(self, ctx: "AuditContext") -> bool:
         """Whether this audit runs on this release (e.g. robustness only for an adversarial release)."""
         return True

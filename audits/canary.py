@@ -39,7 +39,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from scipy import stats
@@ -287,9 +286,6 @@ class CanaryAudit(Audit):
     """
 
     higher_is_better = False
-
-    def __init__(self, **options: Any) -> None:
-        self.options = options
 
     def applies(self, ctx: AuditContext) -> bool:
         return ctx.settings.canaries > 0

@@ -7,7 +7,6 @@ class, for each architecture of :attr:`AuditConfig.architectures`; also the owne
 
 from __future__ import annotations
 
-from typing import Any
 
 from securedc.audits import names as N
 from securedc.audits.base import Audit, AuditResult, register_audit
@@ -31,9 +30,6 @@ class UtilityAudit(Audit):
     """
 
     higher_is_better = True
-
-    def __init__(self, **options: Any) -> None:
-        self.options = options
 
     def describe(self, ctx: AuditContext) -> str:
         return (f"utility: {ctx.eval_config.models} model(s) × {len(ctx.settings.architectures)} architecture(s) "

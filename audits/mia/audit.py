@@ -8,7 +8,6 @@ shadows re-run the release's configuration on random halves of the audit pool
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from securedc.audits import names as N
 from securedc.audits.base import Audit, AuditResult, register_audit
@@ -31,9 +30,6 @@ class MembershipAudit(Audit):
     """
 
     higher_is_better = False
-
-    def __init__(self, **options: Any) -> None:
-        self.options = options
 
     def describe(self, ctx: AuditContext) -> str:
         return f"membership inference: {ctx.settings.shadows} shadow condensation(s) of {ctx.steps} steps"
