@@ -205,3 +205,31 @@ def test_term_raises_pgd_accuracy_on_digits(digits):
     plain = _pgd_accuracy(digits, AdversarialConfig(), (0, 1))
     adv = _pgd_accuracy(digits, AdversarialConfig(eps=0.15, steps=3, attack_network="synthetic"), (0, 1))
     assert adv > plain + 0.01, (plain, adv)
+
+
+@pytest.mark.parametrize("mode", ["robust-features", "perturbed"])
+def test_dp_mode_centres_on_public_noise_features(digits, mode):
+    """DP mode: the term's features are centred on its embedder's mean feature of public noise images
+    (the distribution term's public_center), a function of the release's public seed only: two runs of
+    prepare from the same context give the same centre, a non-private term has none."""
+    from securedc.terms.distribution import public_center
+
+    def prepared(private: bool) -> tuple[AdversarialTerm, StepContext]:
+        ctx, _ = _ctx(digits, seed=3)
+        term = AdversarialTerm(eps=0.1, steps=2, mode=mode, private=private, extractor_epochs=1)
+        term.prepare(ctx)
+        return term, ctx
+
+    a, ctx = prepared(True)
+    b, _ = prepared(True)
+    assert a.discrepancy.center is not None and torch.equal(a.discrepancy.center, b.discrepancy.center)
+    assert prepared(False)[0].discrepancy.center is None
+    # the centre is the embedder's public-noise mean, drawn from the term's own keyed generator
+    local = torch.Generator().manual_seed(a._seed)
+    a.discrepancy.resample(feature_dim=a._embedder(ctx).feature_dim, generator=local)
+    expected = public_center(a._embedder(ctx), (1, 8, 8), generator=local)
+    torch.testing.assert_close(a.discrepancy.center, expected)
+    x, y = digits.train_images[:30], digits.train_labels[:30]
+    with torch.no_grad():
+        v = a.real_vectors(ctx, x, y)
+    assert torch.allclose(v.norm(dim=1), torch.ones(30), atol=1e-4)  # normalised after centring

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from securedc.discrepancy.base import discrepancy_for_run
 from securedc.errors import ConfigError
 from securedc.terms.base import StepContext, Term, register_term
+from securedc.terms.distribution import public_center
 
 if TYPE_CHECKING:
     from securedc.config import CondenseConfig
@@ -277,6 +278,7 @@ class AdversarialTerm(Term):
         self.extractor_epochs = int(extractor_epochs)
         self.perturb_real = bool(perturb_real)
         self.max_rounds = int(max_rounds)
+        self.private = bool(private)
         self.discrepancy = discrepancy_for_run(discrepancy, private=private, **(discrepancy_kwargs or {}))
         self._seed = 0
         self._attack_net: nn.Module | None = None
@@ -369,8 +371,10 @@ class AdversarialTerm(Term):
             self._ensure_extractor(ctx)
             assert self._extractor is not None
             self.discrepancy.resample(feature_dim=self._extractor.feature_dim, generator=local)
+            self._center(ctx, local)
             return
         self.discrepancy.resample(feature_dim=ctx.network.feature_dim, generator=local)
+        self._center(ctx, local)
         if self.attack_network == "synthetic":
             rnd = self._round_of(ctx)
             if self._attack_net is None or self._attack_net_round != rnd:
@@ -379,6 +383,14 @@ class AdversarialTerm(Term):
                     net, ctx.synthetic_images, ctx.synthetic_labels, epochs=self.retrain_epochs, seed=self._seed % (2**31)
                 )
                 self._attack_net_round = rnd
+
+    def _center(self, ctx: StepContext, generator: torch.Generator) -> None:
+        """DP mode: centre features on the embedder's mean feature of public noise images before
+        normalising (:func:`~securedc.terms.distribution.public_center`, the distribution term's
+        centring). Data-free: a function of the release's public seed and network only."""
+        if self.private:
+            self.discrepancy.center = public_center(self._embedder(ctx), ctx.synthetic_images.shape[1:],
+                                                    generator=generator)
 
     def _attacker(self, ctx: StepContext) -> nn.Module:
         if self.mode == "robust-features":
