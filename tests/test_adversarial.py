@@ -199,7 +199,8 @@ def test_term_changes_pgd_accuracy_on_digits(digits):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="measured: no setting tried raised PGD accuracy on digits over plain DM "
-                   "(PGD-20 @ 0.1, 3 seeds: DM 0.554; perturbed variant 0.52-0.53; robust-feature matching under an "
+                   "(PGD-20 @ 0.1: DM 0.554 over 3 seeds; variants over 1-2 seeds: perturbed variant 0.52-0.53; "
+                   "robust-feature matching under an "
                    "extractor adversarially trained on S or even on the real training set 0.51-0.56; Ilyas-style "
                    "re-synthesis of S under that extractor 0.31-0.40; PGD or anti-PGD moves of S 0.38-0.51; soft "
                    "labels of a robust teacher, mixed with hard labels, cut clean accuracy to 0.34-0.68); "
