@@ -15,7 +15,8 @@ from __future__ import annotations
 
 __all__ = [
     "UTILITY", "MIA", "CANARY", "ROBUSTNESS",
-    "CONDENSED_ACC", "RANDOM_ACC", "CONDENSED_STD", "RANDOM_STD", "per_architecture",
+    "CONDENSED_ACC", "RANDOM_ACC", "CONDENSED_STD", "RANDOM_STD", "DP_BASELINE_ACC", "DP_BASELINE_STD",
+    "per_architecture",
     "AUC", "BALANCED_ACCURACY", "TPR_AT_1PCT_FPR", "TPR_AT_0_1PCT_FPR", "MIA_HEADLINE", "ci_low", "ci_high",
     "EPSILON_LOWER_BOUND", "CLAIMED_EPSILON", "NUM_CANARIES",
     "CLEAN_ACC", "FGSM_ACC", "PGD20_ACC", "PGD100_ACC", "AUTOATTACK_ACC", "NOISE_ACC", "ROBUST_METRICS",
@@ -33,6 +34,9 @@ CONDENSED_ACC = "condensed_acc"
 RANDOM_ACC = "random_acc"
 CONDENSED_STD = "condensed_std"
 RANDOM_STD = "random_std"
+#: accuracy of the DP prototype baseline of the same budget (private releases only)
+DP_BASELINE_ACC = "dp_baseline_acc"
+DP_BASELINE_STD = "dp_baseline_std"
 
 
 def per_architecture(metric: str, arch: str) -> str:

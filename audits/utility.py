@@ -16,6 +16,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +47,8 @@ def run_utility_audit(
     seed: int = 0,
     architectures: Sequence[str] = ("convnet", "mlp"),
     device: str | torch.device = "cpu",
+    epsilon: float = math.inf,
+    delta: float | None = None,
 ) -> AuditResult:
     """Accuracy of fresh models trained on S vs on a random real subset of the same size.
 
@@ -59,12 +62,17 @@ def run_utility_audit(
         seed: seeds the models and the subset.
         architectures: model names; the first is the main one.
         device: torch device.
+        epsilon, delta: the release's DP budget; with a finite ε the main architecture is also
+            trained on the DP prototype baseline of the same budget
+            (:func:`~securedc.privacy.baseline.dp_prototype_baseline`), the reference of the
+            utility gate for private releases. ``delta=None`` = the default δ for the members.
 
     Returns:
         :class:`AuditResult` named ``utility`` with metrics ``condensed_acc``, ``random_acc``,
         ``condensed_std``, ``random_std`` (main architecture) and ``condensed_acc_<arch>``,
         ``random_acc_<arch>``, ``condensed_std_<arch>``, ``random_std_<arch>``; details hold every
-        per-model accuracy. ``passed`` is None (the gate lives in certify).
+        per-model accuracy; with a finite ε also ``dp_baseline_acc`` / ``dp_baseline_std``.
+        ``passed`` is None (the gate lives in certify).
 
     Raises:
         ConfigError: no architecture given.
@@ -95,6 +103,22 @@ def run_utility_audit(
     main = architectures[0]
     for key in (N.CONDENSED_ACC, N.RANDOM_ACC, N.CONDENSED_STD, N.RANDOM_STD):
         metrics[key] = metrics[N.per_architecture(key, main)]
+    notes = [f"{eval_config.models} fresh model(s) per architecture and training set; the random subset has "
+             f"{ipc} real image(s) per class drawn from the data the condenser saw"]
+    if math.isfinite(epsilon):
+        from securedc.config import default_delta
+        from securedc.privacy.baseline import dp_prototype_baseline
+
+        d = float(delta) if delta is not None else default_delta(int(train_labels.numel()))
+        bx, by = dp_prototype_baseline(train_images, train_labels, ipc=ipc, num_classes=num_classes,
+                                       epsilon=float(epsilon), delta=d)
+        cfg = dataclasses.replace(eval_config, model=main)
+        dpb = evaluate_set(bx, by, test_images, test_labels, num_classes=num_classes, mean=mean, std=std,
+                           config=cfg, seed=seed, device=device)
+        metrics[N.DP_BASELINE_ACC], metrics[N.DP_BASELINE_STD] = dpb.mean, dpb.std
+        per_arch[main]["dp_baseline"] = dpb.to_dict()
+        notes.append(f"DP baseline: per-class mean images of the members released once at the same "
+                     f"(epsilon={float(epsilon):g}, delta={d:g}), {ipc} copies per class ({main})")
     return AuditResult(
         name=N.UTILITY,
         metrics=metrics,
@@ -108,8 +132,7 @@ def run_utility_audit(
             "per_architecture": per_arch,
         },
         seconds=time.perf_counter() - t0,
-        notes=[f"{eval_config.models} fresh model(s) per architecture and training set; the random subset has "
-               f"{ipc} real image(s) per class drawn from the data the condenser saw"],
+        notes=notes,
     )
 
 

@@ -2,11 +2,11 @@
 
 Fresh models trained on S and on a random real subset of the members with as many images per
 class, for each architecture of :attr:`AuditConfig.architectures`; also the owner's evaluation
-(the models are trained once).
+(the models are trained once). A private release is also compared with the DP prototype
+baseline of its (ε, δ) (:mod:`securedc.privacy.baseline`).
 """
 
 from __future__ import annotations
-
 
 from securedc.audits import names as N
 from securedc.audits.base import Audit, AuditResult, register_audit
@@ -38,8 +38,10 @@ class UtilityAudit(Audit):
     def measure(self, ctx: AuditContext) -> AuditResult:
         from securedc.audits.utility import run_utility_audit
 
+        budget = {"epsilon": ctx.config.privacy.epsilon, "delta": ctx.config.privacy.delta}  # DP baseline
         return run_utility_audit(
             images=ctx.images, labels=ctx.labels, train_images=ctx.members[0], train_labels=ctx.members[1],
             test_images=ctx.test[0], test_labels=ctx.test[1], eval_config=ctx.eval_config, seed=ctx.config.seed,
-            architectures=ctx.settings.architectures, device=ctx.config.device, **ctx.meta, **self.options,
+            architectures=ctx.settings.architectures, device=ctx.config.device, **ctx.meta,
+            **{**budget, **self.options},
         )

@@ -84,6 +84,10 @@ class StatisticsBank:
         self.max_bytes = int(max_bytes)
         self.seeds: list[int] = []
         self._stats: list[Tensor] = []
+        #: ``[C, *image_shape]`` DP class prototypes of the run's phase-0 release (initialise S), or None
+        self.prototypes: Tensor | None = None
+        #: ``[C]`` noise std per coordinate of the DP statistics (derived from released counts), or None
+        self.noise_std: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -144,6 +148,10 @@ class StatisticsBank:
         n = len(self)
         out = {f"stat.{k}": s[:n].detach().cpu().contiguous() for k, s in enumerate(self._stats)}
         out["seeds"] = torch.tensor(self.seeds, dtype=torch.int64)
+        for name in ("prototypes", "noise_std"):
+            extra = getattr(self, name)
+            if extra is not None:
+                out[name] = extra.detach().cpu().float().contiguous()
         return out
 
     @classmethod
@@ -153,11 +161,13 @@ class StatisticsBank:
         stats = [tensors[f"stat.{k}"] for k in range(sum(1 for key in tensors if key.startswith("stat.")))]
         for r, seed in enumerate(seeds):
             bank.add(int(seed), [s[r] for s in stats])
+        bank.prototypes, bank.noise_std = tensors.get("prototypes"), tensors.get("noise_std")
         return bank
 
     def save(self, path: str | os.PathLike[str], manifest: Mapping[str, Any]) -> None:
         """Write the bank as safetensors with ``manifest`` (JSON) under the ``securedc_bank`` key (atomic)."""
-        meta = dict(manifest, kind=BANK_KIND, releases=len(self), num_classes=self.num_classes, widths=self.widths)
+        meta = dict(manifest, kind=BANK_KIND, releases=len(self), num_classes=self.num_classes, widths=self.widths,
+                    prototypes=self.prototypes is not None)
         data = st_save(self.tensors(), metadata={"securedc_bank": json.dumps(meta, allow_nan=False)})
         atomic_write_bytes(Path(path), data)
 
@@ -227,14 +237,15 @@ def check_bank_matches(meta: Mapping[str, Any], signature: Mapping[str, Any], *,
 
 
 def config_for_bank(config: Any, meta: Mapping[str, Any]) -> Any:
-    """The run's configuration adjusted to a loaded bank: its privacy mode, noise init by default.
+    """The run's configuration adjusted to a loaded bank: its privacy mode, and by default its DP
+    class prototypes (or public noise when it has none) as initialisation.
 
     A DP bank makes the re-condensation use DP-mode terms (normalised features) and report the
     bank's privacy; initialisation from real images is impossible without the data.
     """
     privacy = meta.get("privacy") or {}
     epsilon = float(privacy.get("target_epsilon", math.inf)) if privacy.get("private") else math.inf
-    init = "noise" if config.init == "auto" else config.init
+    init = ("prototype" if meta.get("prototypes") else "noise") if config.init == "auto" else config.init
     if init in ("real", "mix"):
         raise ConfigError("--from-bank cannot initialise from real images (the bank holds no images); use --init noise")
     return dataclasses.replace(

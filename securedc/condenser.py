@@ -170,6 +170,11 @@ class Condenser:
         self.plan: PrivacyPlan | None = None
 
     @property
+    def sensitivity(self) -> float:
+        """L2 sensitivity of one example's per-sample vector, ``sqrt(Σ C_k²)`` over the terms."""
+        return math.sqrt(sum(t.clip**2 for t in self.terms))
+
+    @property
     def delta(self) -> float | None:
         """δ of a private run (known after :meth:`make_mechanism`), else ``None``."""
         return self.plan.delta if self.plan is not None else None
@@ -278,15 +283,26 @@ class Condenser:
                 "resume with the original --iterations/--releases/--epsilon"
             )
 
-    def _init_images(self, mechanism: Mechanism | None) -> Tensor:
+    def _init_images(self, mechanism: Mechanism | None, prototypes: Tensor | None, *, resuming: bool) -> Tensor:
+        """Initial S: real images or prototypes of them (non-private), DP class prototypes plus public
+        noise, or public noise."""
         seed = step_seed(self.config.seed, -1)
-        if self.config.resolved_init in ("real", "mix"):
+        init = self.config.resolved_init
+        if init in ("real", "mix"):
             if mechanism is None:
                 raise ConfigError("--init real/mix needs the real data; a bank alone supports --init noise")
-            mix = self.config.init_mix if self.config.resolved_init == "mix" else 1
+            mix = self.config.init_mix if init == "mix" else 1
             return mechanism.real_init(self.config.ipc, seed=seed, mix=mix).float()
         shape = (self.config.ipc, *self.image_shape)
-        return torch.cat([noise_images(shape, generator=class_generator(seed, c)) for c in self.classes])
+        noise = [noise_images(shape, generator=class_generator(seed, c)) for c in self.classes]
+        if init == "prototype":
+            if prototypes is None and not resuming:  # a resume overwrites S from the checkpoint
+                raise ConfigError("--init prototype needs the DP class prototypes (a private run with "
+                                  "prototype_share > 0, or a bank saved by one); use --init noise")
+            if prototypes is not None:
+                protos = prototypes.to(noise[0])
+                noise = [(protos[c] + n - 0.5).clamp(0, 1) for c, n in zip(self.classes, noise)]
+        return torch.cat(noise)
 
     def _make_optimizer(self, images: Tensor) -> torch.optim.Optimizer:
         cfg = self.config
@@ -335,9 +351,11 @@ class Condenser:
                 num_classes=self.num_classes,
                 max_bytes=int(cfg.bank_memory_gb * 2**30),
             )
+        if self.plan is not None and len(bank) == 0:
+            bank.prototypes, bank.noise_std = self.plan.prototypes, self.plan.noise_std(self.sensitivity)
         bank.to(self.device)
         start, losses, eps_hist = 0, [], []
-        images = self._init_images(mechanism).to(self.device)
+        images = self._init_images(mechanism, bank.prototypes, resuming=resume_from is not None).to(self.device)
         images.requires_grad_(True)
         optimizer = self._make_optimizer(images)
         lr = HypergradientLR(optimizer, base_lr=self.lr_img) if cfg.learn_lr else None
@@ -396,15 +414,16 @@ class Condenser:
             return None
         assert self.plan is not None  # set by make_mechanism
         accountant = PrivacyAccountant(self.plan.accountant, delta=self.plan.delta)
-        if self.plan.count_noise_multiplier is not None:
-            accountant.step(noise_multiplier=self.plan.count_noise_multiplier, sample_rate=1.0)
+        for sigma0 in (self.plan.count_noise_multiplier, self.plan.prototype_noise_multiplier):
+            if sigma0 is not None:
+                accountant.step(noise_multiplier=sigma0, sample_rate=1.0)
         return accountant
 
     def _log_eps(self, step: int) -> bool:
         total = self.config.iterations
         return step + 1 == total or (step + 1) % max(1, total // 50) == 0
 
-    def _context(self, step: int, release: int, seed: int, images: Tensor, labels: Tensor, private: bool):
+    def _context(self, step: int, release: int, seed: int, images: Tensor, labels: Tensor, bank: StatisticsBank):
         """Release ``release``'s public context: network, term randomness and DSA parameters from ``seed``."""
         gen = torch.Generator().manual_seed(seed)
         ctx = StepContext(
@@ -412,12 +431,13 @@ class Condenser:
             network=self.make_network(seed),
             generator=gen,
             num_classes=self.num_classes,
-            private=private,
+            private=self.config.privacy.private,
             synthetic_images=images.detach(),
             synthetic_labels=labels,
             model_factory=self.make_network,
             real_precision=self.real_precision,
             release=release,
+            noise_std=bank.noise_std,
         )
         for term in self.terms:
             term.prepare(ctx)
@@ -434,7 +454,6 @@ class Condenser:
         accountant: PrivacyAccountant | None,
     ) -> tuple[int, StepContext, Any]:
         """Make the release due at ``step`` (the only real-data access) or draw one from the bank."""
-        private = self.config.privacy.private
         due = (
             mechanism is not None
             and not bank.full
@@ -443,12 +462,12 @@ class Condenser:
         if not due:
             pick = torch.Generator().manual_seed(step_seed(self.config.seed ^ _SCHEDULE_SALT, step))
             release = int(torch.randint(len(bank), (1,), generator=pick))
-            ctx, params = self._context(step, release, bank.seed(release), images, labels, private)
+            ctx, params = self._context(step, release, bank.seed(release), images, labels, bank)
             return release, ctx, params
         assert mechanism is not None
         release = len(bank)
         seed = step_seed(self.config.seed, release)
-        ctx, params = self._context(step, release, seed, images, labels, private)
+        ctx, params = self._context(step, release, seed, images, labels, bank)
 
         def vector_fn(x: Tensor, y: Tensor) -> list[Tensor]:
             if params is not None:
@@ -551,9 +570,11 @@ class Condenser:
             "accountant_history": accountant.state_dict()["history"],
             "opacus_version": opacus.__version__,
             "mechanism": (
-                "per release: Poisson-sampled Gaussian mechanism on per-class sums of clipped per-sample vectors; "
-                + ("class counts declared public by the user" if plan["counts"] == "public"
-                   else "class counts released once through a Gaussian mechanism (sensitivity 1), composed")
+                "per release: Poisson-sampled Gaussian mechanism on per-class sums of clipped per-sample vectors"
+                + ("; class counts declared public by the user" if plan["counts"] == "public"
+                   else "; class counts released once through a Gaussian mechanism, composed")
+                + ("; per-class mean images (prototypes, the initialisation of S) released once through a "
+                   "full-batch Gaussian mechanism, composed" if plan.get("prototype_noise_multiplier") else "")
             ),
             "noise_seed": (
                 "given by the caller (must be kept secret)"
@@ -631,6 +652,7 @@ class Condenser:
         saved = StatisticsBank.from_tensors(saved_bank, capacity=max(1, made), num_classes=self.num_classes)
         for r in range(made):
             bank.add(saved.seed(r), [s.to(self.device) for s in saved.statistics(r)])
+        bank.prototypes, bank.noise_std = saved.prototypes, saved.noise_std
         if accountant is not None:
             accountant = PrivacyAccountant.from_state_dict(meta["accountant"])
         eps_hist = [tuple(x) for x in meta["epsilon_history"]]

@@ -133,7 +133,13 @@ class PrivacyConfig:
         counts: ``"released"`` (default: the per-class counts are released once through the
             Gaussian mechanism with ``count_share`` of the budget and composed into the same
             accountant) or ``"public"`` (the user declares the class counts public; recorded).
-        count_share: share of ε the count release would spend on its own.
+        count_share: share of ε the count release would spend on its own (only when no
+            prototypes are released).
+        prototype_share: share of ε the phase-0 release of per-class mean images (the
+            initialisation of S, released together with the counts) would spend on its own;
+            0 = no prototypes (noise initialisation, counts released with ``count_share``).
+            The default was chosen on public data (digits and Fashion-MNIST benchmarks,
+            docs/benchmarks.md).
     """
 
     epsilon: float = math.inf
@@ -143,6 +149,7 @@ class PrivacyConfig:
     sample_rate: float | None = None
     counts: Literal["released", "public"] = "released"
     count_share: float = 0.1
+    prototype_share: float = 0.3
 
     @property
     def private(self) -> bool:
@@ -164,6 +171,8 @@ class PrivacyConfig:
             out.append(Problem("privacy.counts", f"must be 'released' or 'public' (got {self.counts!r})"))
         if not (0 < self.count_share < 1):
             out.append(Problem("privacy.count_share", f"must be in (0, 1) (got {self.count_share})"))
+        if not (0 <= self.prototype_share < 1):
+            out.append(Problem("privacy.prototype_share", f"must be in [0, 1) (got {self.prototype_share})"))
         return out
 
     def validate(self) -> "PrivacyConfig":
@@ -292,9 +301,11 @@ class CondenseConfig:
         model: architecture of the random step network.
         init: ``"real"`` (random real images per class; non-private only), ``"mix"`` (each
             image the pixel mean of ``init_mix`` random real images of its class: a prototype
-            that copies no single example; non-private only), ``"noise"``, or ``"auto"``
+            that copies no single example; non-private only), ``"noise"``, ``"prototype"``
+            (private only: the DP class prototypes of phase 0 plus public noise), or ``"auto"``
             (``mix`` when non-private — real-image init copies members into the release and
-            fails the membership-inference gate — ``noise`` when private).
+            fails the membership-inference gate — ``prototype`` when private, ``noise`` when
+            private with ``prototype_share = 0``).
         init_mix: real images averaged per synthetic image with ``init="mix"`` (fewer when a
             class is too small).
         optimizer: ``"sgd"`` or ``"adam"`` on the synthetic images.
@@ -336,7 +347,7 @@ class CondenseConfig:
     discrepancy: str = "mean-embedding"
     discrepancy_kwargs: dict[str, Any] = field(default_factory=dict)
     model: str = "convnet"
-    init: Literal["auto", "real", "mix", "noise"] = "auto"
+    init: Literal["auto", "real", "mix", "noise", "prototype"] = "auto"
     init_mix: int = 4
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr_img: float | None = None
@@ -366,7 +377,9 @@ class CondenseConfig:
     @property
     def resolved_init(self) -> str:
         if self.init == "auto":
-            return "noise" if self.privacy.private else "mix"
+            if self.privacy.private:
+                return "prototype" if self.privacy.prototype_share > 0 else "noise"
+            return "mix"
         return self.init
 
     @property
@@ -395,8 +408,11 @@ class CondenseConfig:
             out.append(Problem("ipc", f"must be >= 1 (got {self.ipc})"))
         if self.iterations < 0:
             out.append(Problem("iterations", f"must be >= 0 (got {self.iterations})"))
-        if self.init not in ("auto", "real", "mix", "noise"):
-            out.append(Problem("init", f"must be auto, real, mix or noise (got {self.init!r})"))
+        if self.init not in ("auto", "real", "mix", "noise", "prototype"):
+            out.append(Problem("init", f"must be auto, real, mix, noise or prototype (got {self.init!r})"))
+        if self.init == "prototype" and not (self.privacy.private and self.privacy.prototype_share > 0):
+            out.append(Problem("init", "prototype needs a private run with privacy.prototype_share > 0 "
+                                       "(the DP class prototypes); use mix without --epsilon"))
         if self.init_mix < 1:
             out.append(Problem("init_mix", f"must be >= 1 (got {self.init_mix})"))
         if self.optimizer not in ("sgd", "adam"):
@@ -470,7 +486,8 @@ class CondenseConfig:
         """The one constructor from keyword options, used by the CLI, :func:`securedc.condense` and the plugins.
 
         Options are the fields of :class:`CondenseConfig` plus flat names for the nested ones:
-        ``epsilon``, ``delta``, ``accountant``, ``clip``, ``sample_rate``, ``counts``, ``count_share``
+        ``epsilon``, ``delta``, ``accountant``, ``clip``, ``sample_rate``, ``counts``, ``count_share``,
+        ``prototype_share``
         (:class:`PrivacyConfig`) and ``adv_eps``, ``adv_steps``, ``adv_alpha``, ``adv_weight``,
         ``adv_network``, ``adv_synthetic``, ``adv_mode``, ``robust_extractor``, ``soft_labels``, ...
         (:data:`ADVERSARIAL_OPTIONS`). A value of ``None`` means *not given* (``base``'s value stays);
@@ -518,7 +535,7 @@ class CondenseConfig:
 
 #: flat option name → :class:`PrivacyConfig` field (:meth:`CondenseConfig.from_options`)
 PRIVACY_OPTIONS = {name: name for name in ("epsilon", "delta", "accountant", "clip", "sample_rate", "counts",
-                                           "count_share")}
+                                           "count_share", "prototype_share")}
 
 #: flat option name → :class:`AdversarialConfig` field (:meth:`CondenseConfig.from_options`)
 ADVERSARIAL_OPTIONS = {

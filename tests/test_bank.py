@@ -21,16 +21,20 @@ def _condenser(bundle, **kw) -> Condenser:
 
 
 @pytest.mark.parametrize("iterations", [3, 12])
-def test_real_data_accesses_equal_releases_whatever_the_steps(digits, iterations) -> None:
-    c = _condenser(digits, iterations=iterations, privacy=PrivacyConfig(epsilon=8.0))
+@pytest.mark.parametrize("share", [0.0, 0.3])
+def test_real_data_accesses_equal_releases_whatever_the_steps(digits, iterations, share) -> None:
+    c = _condenser(digits, iterations=iterations, privacy=PrivacyConfig(epsilon=8.0, prototype_share=share))
     mech = c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=5)
     res = c.fit(mech)
     kinds = [k for k, _, _ in mech.accesses]
-    assert kinds == ["counts"] + ["statistics"] * 3, "one count release, then R = 3 statistic releases"
+    phase0 = "prototypes" if share else "counts"
+    assert kinds == [phase0] + ["statistics"] * 3, "one phase-0 release, then R = 3 statistic releases"
     p = res.privacy
+    sigma0 = p["prototype_noise_multiplier"] if share else p["count_noise_multiplier"]
+    assert sigma0 is not None and (p["count_noise_multiplier"] is None) == bool(share)
     # the accountant's history is exactly the instrumented accesses, and ε follows from it alone
-    assert p["accountant_history"] == [[p["count_noise_multiplier"], 1.0, 1], [p["noise_multiplier"], p["sample_rate"], 3]]
-    assert [(s, q) for _, s, q in mech.accesses] == [(p["count_noise_multiplier"], 1.0)] + [(p["noise_multiplier"], p["sample_rate"])] * 3
+    assert p["accountant_history"] == [[sigma0, 1.0, 1], [p["noise_multiplier"], p["sample_rate"], 3]]
+    assert [(s, q) for _, s, q in mech.accesses] == [(sigma0, 1.0)] + [(p["noise_multiplier"], p["sample_rate"])] * 3
     acc = RDPAccountant()
     acc.history = [tuple(h) for h in p["accountant_history"]]
     assert float(acc.get_epsilon(delta=p["delta"])) == pytest.approx(p["epsilon"], rel=1e-9)

@@ -15,9 +15,11 @@ from securedc.errors import ConfigError, DataError
 INF = math.inf
 
 
-def _utility(cond: float = 0.9, rnd: float = 0.8) -> AuditResult:
+def _utility(cond: float = 0.9, rnd: float = 0.8, dp_base: float | None = None) -> AuditResult:
+    """Utility results; a private release's DP prototype baseline defaults to the random subset's accuracy."""
     return AuditResult("utility", {"condensed_acc": cond, "random_acc": rnd, "condensed_acc_convnet": cond,
-                                   "random_acc_convnet": rnd, "condensed_acc_mlp": rnd - 0.1, "random_acc_mlp": rnd},
+                                   "random_acc_convnet": rnd, "condensed_acc_mlp": rnd - 0.1, "random_acc_mlp": rnd,
+                                   "dp_baseline_acc": rnd if dp_base is None else dp_base},
                        details={"architectures": ["convnet", "mlp"]})
 
 
@@ -87,10 +89,13 @@ def test_non_private_canary_is_informational() -> None:
 
 
 def test_utility_margin_and_cross_architecture() -> None:
-    res = {"utility": _utility(0.78, 0.8), "mia": _mia(), "canary": _canary()}
-    assert not certify(res, claimed_epsilon=1.0, adversarial=False).certified
-    assert certify(res, Policy(utility_margin=0.05), claimed_epsilon=1.0, adversarial=False).certified
-    cross = certify({**res, "utility": _utility()}, Policy(utility_all_architectures=True), claimed_epsilon=1.0,
+    res = {"utility": _utility(0.78, 0.8), "mia": _mia(), "canary": _canary()}  # non-private: the random-subset rule
+    assert not certify(res, claimed_epsilon=INF, adversarial=False).certified
+    assert certify(res, Policy(utility_margin=0.05), claimed_epsilon=INF, adversarial=False).certified
+    # a private release is judged against the DP baseline (margin 0.02), or the random rule when asked
+    assert certify(res, claimed_epsilon=1.0, adversarial=False).certified
+    assert not certify(res, Policy(private_utility_baseline="random"), claimed_epsilon=1.0, adversarial=False).certified
+    cross = certify({**res, "utility": _utility()}, Policy(utility_all_architectures=True), claimed_epsilon=INF,
                     adversarial=False)
     assert [g.name for g in cross.failed] == ["utility-mlp"]
 

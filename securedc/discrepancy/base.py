@@ -84,6 +84,8 @@ class Discrepancy(abc.ABC):
         self.normalize = normalize
         #: public centre subtracted before normalising (set per release by a term, e.g. in DP mode)
         self.center: Tensor | None = None
+        #: ``[C]`` noise std of one coordinate of a DP real statistic (set per release in DP mode)
+        self.noise_std: Tensor | None = None
 
     def prepare(self, features: Tensor) -> Tensor:
         if self.center is not None:
@@ -135,13 +137,35 @@ class Discrepancy(abc.ABC):
         """Mask ``[C]`` of the classes that have synthetic images (only those enter the loss)."""
         return torch.bincount(syn_labels, minlength=num_classes) > 0
 
-    def weighted_class_sum(self, per_class: Tensor, syn_features: Tensor, syn_labels: Tensor, present: Tensor) -> Tensor:
-        """``Σ`` of per-class losses (one entry per present class) weighted by :meth:`gradient_scale`."""
-        return (per_class * self.gradient_scale(syn_features, syn_labels, present.numel())[present]).sum()
+    def signal_weights(self, real_stat: Tensor) -> Tensor:
+        """Per-class James–Stein factors ``λ_c = max(0, 1 − d·τ_c² / ‖m_c‖²)`` of a DP statistic.
+
+        A DP class statistic ``m_c`` is the true one plus Gaussian noise of known std ``τ_c`` per
+        coordinate (σ·C / (q·N̂_c), public or released quantities), so ``‖m_c‖² − d·τ_c²`` estimates
+        the squared norm of its signal and ``λ_c`` the share of ``m_c`` that is signal. Weighting
+        class c's loss by ``λ_c`` lets releases that are mostly noise barely move S (post-processing,
+        no privacy cost). All ones when :attr:`noise_std` is unset (exact statistics).
+
+        References:
+            James & Stein, "Estimation with Quadratic Loss", 1961.
+        """
+        if self.noise_std is None:
+            return real_stat.new_ones(real_stat.shape[0])
+        energy = real_stat.detach().pow(2).sum(dim=1).clamp_min(1e-12)
+        noise = real_stat.shape[1] * self.noise_std.to(real_stat).pow(2)
+        return (1 - noise / energy).clamp_min(0)
+
+    def weighted_class_sum(
+        self, per_class: Tensor, syn_features: Tensor, syn_labels: Tensor, present: Tensor, real_stat: Tensor
+    ) -> Tensor:
+        """``Σ`` of per-class losses (one entry per present class) weighted by :meth:`gradient_scale`
+        and, for DP statistics, by :meth:`signal_weights`."""
+        weights = self.gradient_scale(syn_features, syn_labels, present.numel()) * self.signal_weights(real_stat)
+        return (per_class * weights[present]).sum()
 
     def loss(self, real_stat: Tensor, syn_features: Tensor, syn_labels: Tensor) -> Tensor:
         """Discrepancy summed over classes; default ``Σ_c ||m_c^T - m_c^S||²`` (times :meth:`gradient_scale`)."""
         syn_stat = self.syn_statistic(syn_features, syn_labels, real_stat.shape[0])
         present = self.present_classes(syn_labels, real_stat.shape[0])
         per_class = ((real_stat - syn_stat)[present] ** 2).sum(dim=1)
-        return self.weighted_class_sum(per_class, syn_features, syn_labels, present)
+        return self.weighted_class_sum(per_class, syn_features, syn_labels, present, real_stat)

@@ -77,4 +77,4 @@ class CharacteristicFunction(Discrepancy):
         amplitude = (amp_t - amp_s) ** 2
         phase = 2 * (amp_t * amp_s - (re_t * re_s + im_t * im_s))
         per_class = (self.alpha * amplitude + (1 - self.alpha) * phase).mean(dim=1)
-        return self.weighted_class_sum(per_class, syn_features, syn_labels, present) * self.scale * 2
+        return self.weighted_class_sum(per_class, syn_features, syn_labels, present, real_stat) * self.scale * 2

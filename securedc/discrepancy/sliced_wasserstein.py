@@ -68,4 +68,4 @@ class SlicedWasserstein(Discrepancy):
         syn_stat = self.syn_statistic(syn_features, syn_labels, real_stat.shape[0])
         present = self.present_classes(syn_labels, real_stat.shape[0])
         diff = (real_stat - syn_stat)[present] ** 2
-        return self.weighted_class_sum(diff.mean(dim=1), syn_features, syn_labels, present) * self.scale
+        return self.weighted_class_sum(diff.mean(dim=1), syn_features, syn_labels, present, real_stat) * self.scale

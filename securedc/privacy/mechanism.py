@@ -34,7 +34,7 @@ from torch import Tensor
 
 from securedc.errors import DataError, PrivacyError
 from securedc.functional import class_means, class_sums, clip_rows, zero_nonfinite_rows
-from securedc.privacy.streams import COUNTS_DOMAIN, SecretStreams
+from securedc.privacy.streams import COUNTS_DOMAIN, PROTOTYPES_DOMAIN, SecretStreams
 
 __all__ = [
     "class_generator",
@@ -47,6 +47,7 @@ __all__ = [
     "noisy_class_means",
     "clipped_class_sums",
     "noisy_means_from_sums",
+    "shrink_counts",
 ]
 
 #: maps a real batch (images in [0,1], labels) to one ``[n, d_k]`` tensor per term
@@ -143,6 +144,21 @@ def clipped_class_sums(
         bad |= nonfinite
         sums.append(class_sums(clip_rows(rows, bound), labels.cpu(), num_classes))
     return sums, int(bad.sum())
+
+
+def shrink_counts(noisy: Tensor, noise_std: float) -> Tensor:
+    """Empirical-Bayes shrinkage of noisy class counts towards their mean (post-processing).
+
+    ``λ = max(0, s² − τ²) / s²`` with ``s²`` the noisy counts' variance and τ the noise std;
+    results are clamped to ≥ 1.
+
+    Example:
+        >>> shrink_counts(torch.tensor([10.0, 10.0]), 1.0).tolist()
+        [10.0, 10.0]
+    """
+    spread = float(noisy.var()) if noisy.numel() > 1 else 0.0
+    lam = max(0.0, spread - noise_std**2) / spread if spread > 0 else 0.0
+    return (lam * noisy + (1 - lam) * noisy.mean()).clamp_min(1.0)
 
 
 class Mechanism(abc.ABC):
@@ -270,7 +286,9 @@ class GaussianMechanism(Mechanism):
     calibrated (:mod:`securedc.privacy.calibration`). Every access to the real data is one of
 
     * :meth:`release_counts` — per-class counts plus N(0, σ₀²) (sensitivity 1), once, when the
-      user does not declare the counts public;
+      user does not declare the counts public and no prototypes are released;
+    * :meth:`release_prototypes` — per-class mean images (with the counts, unless public) from
+      one full-batch Gaussian release, once;
     * :meth:`release` — one Poisson-sampled Gaussian release of the per-class sums of every
       term's clipped per-sample vector.
 
@@ -373,10 +391,74 @@ class GaussianMechanism(Mechanism):
             [self.streams.normal(0, c, 1, domain=COUNTS_DOMAIN)[0] for c in range(self.num_classes)]
         )
         self.accesses.append(("counts", float(noise_multiplier), 1.0))
-        noisy = self.class_counts.double() + noise_multiplier * noise
-        spread = float(noisy.var()) if self.num_classes > 1 else 0.0
-        lam = max(0.0, spread - noise_multiplier**2) / spread if spread > 0 else 0.0
-        return (lam * noisy + (1 - lam) * noisy.mean()).clamp_min(1.0)
+        return shrink_counts(self.class_counts.double() + noise_multiplier * noise, noise_multiplier)
+
+    #: noise std of the counts of a joint prototype release, in units of σ_p (Δ / w with w = B / 2)
+    prototype_count_factor = math.sqrt(5.0)
+
+    def release_prototypes(self, *, noise_multiplier: float, with_counts: bool) -> tuple[Tensor, Tensor | None]:
+        """Per-class mean images (and counts) from one Gaussian release over all members (q = 1).
+
+        Each example contributes the vector ``(x − ½, w)``: its pixels centred on the public
+        mid-grey (every coordinate in [−½, ½], so ``‖x − ½‖ ≤ B = ½·sqrt(D)`` and nothing is ever
+        clipped) and, when ``with_counts``, a constant ``w = B / 2`` whose class sum is the count
+        times ``w``. Under add/remove-one neighbours one example moves one class's vector by at most
+        ``Δ = sqrt(B² + w²)``, so adding ``N(0, σ₀²Δ²)`` to every coordinate of every class sum is
+        one Gaussian mechanism with noise multiplier σ₀. Counts are recovered as ``sum_w / w`` and
+        shrunk like :meth:`release_counts`; prototypes are ``½ + sum_x / count`` clamped to [0, 1]
+        (post-processing). With public counts the exact counts divide and ``Δ = B``.
+
+        Args:
+            noise_multiplier: σ₀.
+            with_counts: release the counts jointly (``False`` = counts declared public).
+
+        Returns:
+            ``(prototypes [C, *image_shape] in [0, 1], counts [C] float64 or None)``. Like
+            :meth:`release_counts` it covers all classes, so class-subset processes of one run
+            (same key) release identical prototypes and counts.
+
+        References:
+            Dwork & Roth, "The Algorithmic Foundations of Differential Privacy", 2014 (Gaussian
+            mechanism); the DP class-mean prototype is the standard baseline of DP data release.
+        """
+        if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
+            raise PrivacyError(f"prototype noise multiplier must be > 0 (got {noise_multiplier})")
+        self.accesses.append(("prototypes", float(noise_multiplier), 1.0))
+        sums, sensitivity = self.prototype_sums(with_counts=with_counts)
+        dim = sums.shape[1] - 1
+        for c in range(self.num_classes):
+            sums[c] += self.streams.normal(0, c, dim + 1, domain=PROTOTYPES_DOMAIN) * noise_multiplier * sensitivity
+        if with_counts:
+            weight = 0.25 * math.sqrt(dim)
+            counts = shrink_counts(sums[:, dim] / weight, noise_multiplier * self.prototype_count_factor)
+        else:
+            counts = self.class_counts.double()
+        protos = torch.full((self.num_classes, dim), 0.5, dtype=torch.float64)
+        for c in range(self.num_classes):
+            protos[c] = (0.5 + sums[c, :dim] / counts[c]).clamp(0, 1)
+        return protos.float().view(self.num_classes, *self.image_shape), (counts if with_counts else None)
+
+    def prototype_sums(self, *, with_counts: bool) -> tuple[Tensor, float]:
+        """Noise-free class sums ``[C, D + 1]`` of the prototype release and its L2 sensitivity Δ.
+
+        Row c holds ``Σ (x − ½)`` over the members of class c (``D`` pixels, each row clipped to
+        ``B = ½·sqrt(D)``, which no image in [0, 1] exceeds) and, with ``with_counts``, ``w·N_c``
+        with ``w = B / 2`` in the last column (zero otherwise); all classes.
+        SECRET: exact statistics of the data; only :meth:`release_prototypes` may publish them.
+        """
+        dim = math.prod(self.image_shape)
+        bound = 0.5 * math.sqrt(dim)
+        weight = bound / 2 if with_counts else 0.0
+        sums = torch.zeros(self.num_classes, dim + 1, dtype=torch.float64)
+        for c in range(self.num_classes):
+            members = self._by_class[c]
+            for start in range(0, members.numel(), self.chunk):
+                x = self._images[members[start : start + self.chunk]].double().flatten(1) - 0.5
+                x, bad = zero_nonfinite_rows(x)
+                self.nonfinite_rows += int(bad.sum())
+                sums[c, :dim] += clip_rows(x, bound).sum(0)
+            sums[c, dim] = weight * members.numel()
+        return sums, math.sqrt(bound**2 + weight**2)
 
     def _poisson(self, release: int, cls: int) -> Tensor:
         members = self._by_class[cls]

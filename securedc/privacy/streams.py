@@ -32,12 +32,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SecretStreams", "COUNTS_DOMAIN", "RELEASE_DOMAIN"]
+__all__ = ["SecretStreams", "COUNTS_DOMAIN", "RELEASE_DOMAIN", "PROTOTYPES_DOMAIN"]
 
 #: stream domain of the per-class count release (phase 0)
 COUNTS_DOMAIN = 0
 #: stream domain of the statistic releases (phase 1)
 RELEASE_DOMAIN = 1
+#: stream domain of the class-prototype release (phase 0 with prototypes)
+PROTOTYPES_DOMAIN = 2
 
 
 class SecretStreams:

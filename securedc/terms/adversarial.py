@@ -391,6 +391,7 @@ class AdversarialTerm(Term):
         if self.private:
             self.discrepancy.center = public_center(self._embedder(ctx), ctx.synthetic_images.shape[1:],
                                                     generator=generator)
+        self.discrepancy.noise_std = ctx.noise_std  # signal weights of the DP statistic
 
     def _attacker(self, ctx: StepContext) -> nn.Module:
         if self.mode == "robust-features":

@@ -51,6 +51,8 @@ class StepContext:
             network, generator and DSA parameters are that release's); with one release per
             step it equals ``step``. ``prepare`` must be a deterministic function of the
             context (plus term state keyed by ``release``), since phase 2 re-creates old releases.
+        noise_std: DP only: ``[C]`` noise std of one coordinate of the release's class statistics
+            (σ·C / (q·N̂_c), from public or released quantities); ``None`` for exact statistics.
     """
 
     step: int
@@ -63,6 +65,7 @@ class StepContext:
     model_factory: Callable[[int], nn.Module]
     real_precision: str = "fp32"
     release: int = 0
+    noise_std: Tensor | None = None
 
 
 def register_term(name: str) -> Callable[[type], type]:

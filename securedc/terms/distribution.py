@@ -84,6 +84,7 @@ class DistributionTerm(Term):
         self.discrepancy.resample(feature_dim=ctx.network.feature_dim, generator=ctx.generator)
         if self.private:
             self.discrepancy.center = public_center(ctx.network, ctx.synthetic_images.shape[1:], generator=ctx.generator)
+        self.discrepancy.noise_std = ctx.noise_std
 
     def real_vectors(self, ctx: StepContext, x: Tensor, y: Tensor) -> Tensor:
         with autocast_context(ctx.real_precision, x.device):
