@@ -149,7 +149,7 @@ class PrivacyConfig:
     sample_rate: float | None = None
     counts: Literal["released", "public"] = "released"
     count_share: float = 0.1
-    prototype_share: float = 0.3
+    prototype_share: float = 0.8
 
     @property
     def private(self) -> bool:
