@@ -31,18 +31,18 @@ import torch
 from torch import Tensor, nn
 
 from securedc.augment import DSA
-from securedc.bank import StatisticsBank, check_bank_matches, release_step, statistics_signature
+from securedc.bank import StatisticsBank, check_bank_matches, statistics_signature
 from securedc.batching import auto_chunk, resolve_precision
 from securedc.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 from securedc.config import CondenseConfig
 from securedc.errors import ConfigError, DataError, PrivacyError
-from securedc.functional import noise_images
+from securedc.init import initial_images, make_optimizer
 from securedc.lr_adapter import HypergradientLR
 from securedc.models import seeded_model
 from securedc.privacy import ExactMechanism, GaussianMechanism, Mechanism, PrivacyAccountant
 from securedc.privacy.calibration import PrivacyPlan, plan_private_run
-from securedc.privacy.mechanism import class_generator
 from securedc.privacy.streams import SecretStreams
+from securedc.releases import ReleaseSchedule, step_seed
 from securedc.terms import StepContext, Term, build_terms
 
 __all__ = ["Condenser", "CondenseResult", "ProgressEvent", "step_seed", "NOT_COVERED"]
@@ -65,19 +65,6 @@ NOT_COVERED = [
     "dataset fingerprint, the member split, exact example counts and every audit and evaluation number, all "
     "computed from the private data; they are not part of the release and must not be published",
 ]
-
-_SCHEDULE_SALT = 0x5EED_BA4C
-
-
-def step_seed(seed: int, step: int) -> int:
-    """Public seed of release (or step) ``step`` derived from the master seed (stable across versions).
-
-    Example:
-        >>> step_seed(0, 1) != step_seed(1, 0)
-        True
-    """
-    return (seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1)
-
 
 @dataclass(frozen=True)
 class ProgressEvent:
@@ -168,6 +155,11 @@ class Condenser:
         self.real_chunk = config.real_chunk or auto_chunk(self.image_shape, device=self.device)
         self.real_precision = resolve_precision(config.real_precision, self.device)
         self.plan: PrivacyPlan | None = None
+        self.schedule = ReleaseSchedule(
+            seed=config.seed, steps=config.iterations, terms=self.terms, dsa=self.dsa, make_network=self.make_network,
+            num_classes=num_classes, private=config.privacy.private, real_precision=self.real_precision,
+            real_chunk=self.real_chunk, device=self.device,
+        )
 
     @property
     def sensitivity(self) -> float:
@@ -284,31 +276,9 @@ class Condenser:
             )
 
     def _init_images(self, mechanism: Mechanism | None, prototypes: Tensor | None, *, resuming: bool) -> Tensor:
-        """Initial S: real images or prototypes of them (non-private), DP class prototypes plus public
-        noise, or public noise."""
-        seed = step_seed(self.config.seed, -1)
-        init = self.config.resolved_init
-        if init in ("real", "mix"):
-            if mechanism is None:
-                raise ConfigError("--init real/mix needs the real data; a bank alone supports --init noise")
-            mix = self.config.init_mix if init == "mix" else 1
-            return mechanism.real_init(self.config.ipc, seed=seed, mix=mix).float()
-        shape = (self.config.ipc, *self.image_shape)
-        noise = [noise_images(shape, generator=class_generator(seed, c)) for c in self.classes]
-        if init == "prototype":
-            if prototypes is None and not resuming:  # a resume overwrites S from the checkpoint
-                raise ConfigError("--init prototype needs the DP class prototypes (a private run with "
-                                  "prototype_share > 0, or a bank saved by one); use --init noise")
-            if prototypes is not None:
-                protos = prototypes.to(noise[0])
-                noise = [(protos[c] + n - 0.5).clamp(0, 1) for c, n in zip(self.classes, noise)]
-        return torch.cat(noise)
-
-    def _make_optimizer(self, images: Tensor) -> torch.optim.Optimizer:
-        cfg = self.config
-        if cfg.optimizer == "adam":
-            return torch.optim.Adam([images], lr=self.lr_img)
-        return torch.optim.SGD([images], lr=self.lr_img, momentum=cfg.momentum)
+        """Initial S (:func:`~securedc.init.initial_images`)."""
+        return initial_images(self.config, mechanism, prototypes, classes=self.classes, image_shape=self.image_shape,
+                              resuming=resuming)
 
     # ------------------------------------------------------------------ loop
     def fit(
@@ -357,7 +327,7 @@ class Condenser:
         start, losses, eps_hist = 0, [], []
         images = self._init_images(mechanism, bank.prototypes, resuming=resume_from is not None).to(self.device)
         images.requires_grad_(True)
-        optimizer = self._make_optimizer(images)
+        optimizer = make_optimizer(cfg, images, lr=self.lr_img)
         lr = HypergradientLR(optimizer, base_lr=self.lr_img) if cfg.learn_lr else None
         if resume_from is not None:
             start, losses, eps_hist, accountant = self._resume(
@@ -369,7 +339,7 @@ class Condenser:
         step = start
         try:
             for step in range(start, cfg.iterations):
-                release, ctx, params = self._next_release(step, mechanism, bank, images, labels, accountant)
+                release, ctx, params = self.schedule.next(step, mechanism, bank, images, labels, accountant)
                 loss = self._optimise(ctx, params, bank.statistics(release), images, labels, optimizer, lr)
                 losses.append(loss)
                 eps = accountant.epsilon() if accountant is not None and self._log_eps(step) else None
@@ -422,71 +392,6 @@ class Condenser:
     def _log_eps(self, step: int) -> bool:
         total = self.config.iterations
         return step + 1 == total or (step + 1) % max(1, total // 50) == 0
-
-    def _context(self, step: int, release: int, seed: int, images: Tensor, labels: Tensor, bank: StatisticsBank):
-        """Release ``release``'s public context: network, term randomness and DSA parameters from ``seed``."""
-        gen = torch.Generator().manual_seed(seed)
-        ctx = StepContext(
-            step=step,
-            network=self.make_network(seed),
-            generator=gen,
-            num_classes=self.num_classes,
-            private=self.config.privacy.private,
-            synthetic_images=images.detach(),
-            synthetic_labels=labels,
-            model_factory=self.make_network,
-            real_precision=self.real_precision,
-            release=release,
-            noise_std=bank.noise_std,
-        )
-        for term in self.terms:
-            term.prepare(ctx)
-        params = self.dsa.sample(self.num_classes, generator=gen) if self.dsa is not None else None
-        return ctx, params
-
-    def _next_release(
-        self,
-        step: int,
-        mechanism: Mechanism | None,
-        bank: StatisticsBank,
-        images: Tensor,
-        labels: Tensor,
-        accountant: PrivacyAccountant | None,
-    ) -> tuple[int, StepContext, Any]:
-        """Make the release due at ``step`` (the only real-data access) or draw one from the bank."""
-        due = (
-            mechanism is not None
-            and not bank.full
-            and step >= release_step(len(bank), releases=bank.capacity, steps=self.config.iterations)
-        )
-        if not due:
-            pick = torch.Generator().manual_seed(step_seed(self.config.seed ^ _SCHEDULE_SALT, step))
-            release = int(torch.randint(len(bank), (1,), generator=pick))
-            ctx, params = self._context(step, release, bank.seed(release), images, labels, bank)
-            return release, ctx, params
-        assert mechanism is not None
-        release = len(bank)
-        seed = step_seed(self.config.seed, release)
-        ctx, params = self._context(step, release, seed, images, labels, bank)
-
-        def vector_fn(x: Tensor, y: Tensor) -> list[Tensor]:
-            if params is not None:
-                x = self.dsa(x, params, y)
-            parts: list[list[Tensor]] = [[] for _ in self.terms]
-            for xc, yc in zip(x.split(self.real_chunk), y.split(self.real_chunk)):
-                for k, term in enumerate(self.terms):
-                    parts[k].append(term.real_vectors(ctx, xc, yc))
-            return [torch.cat(p) for p in parts]
-
-        with torch.no_grad():
-            stats = mechanism.release(
-                vector_fn, seed=seed, reducers=[t.reducer() for t in self.terms], device=self.device
-            )
-        bank.add(seed, stats)
-        if accountant is not None:
-            assert isinstance(mechanism, GaussianMechanism)
-            accountant.step(noise_multiplier=mechanism.noise_multiplier, sample_rate=mechanism.sample_rate)
-        return release, ctx, params
 
     def _optimise(
         self,

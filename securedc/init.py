@@ -1,0 +1,81 @@
+"""Initialisation of a condensation run: the initial synthetic set S and its optimiser.
+
+S starts from real images or averages of them (``init="real"``/``"mix"``, non-private runs
+only, through the mechanism), from the DP class prototypes plus public noise
+(``"prototype"``), or from public noise (``"noise"``). All public randomness comes from the
+seed :func:`~securedc.releases.step_seed` ``(seed, -1)``, per class.
+
+Example:
+    >>> from securedc.config import CondenseConfig
+    >>> cfg = CondenseConfig(ipc=2, init="noise")
+    >>> initial_images(cfg, None, None, classes=[0, 1], image_shape=(1, 4, 4), resuming=False).shape
+    torch.Size([4, 1, 4, 4])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from securedc.config import CondenseConfig
+from securedc.errors import ConfigError
+from securedc.functional import noise_images
+from securedc.privacy import Mechanism
+from securedc.privacy.mechanism import class_generator
+from securedc.releases import step_seed
+
+__all__ = ["initial_images", "make_optimizer"]
+
+
+def initial_images(
+    config: CondenseConfig,
+    mechanism: Mechanism | None,
+    prototypes: Tensor | None,
+    *,
+    classes: Sequence[int],
+    image_shape: tuple[int, ...],
+    resuming: bool,
+) -> Tensor:
+    """Initial S: real images or prototypes of them (non-private), DP class prototypes plus public
+    noise, or public noise.
+
+    Args:
+        config: the run's configuration (``init``, ``init_mix``, ``ipc``, ``seed``).
+        mechanism: the real data's mechanism, or ``None`` (re-condensation from a bank).
+        prototypes: ``[C, *image_shape]`` DP class prototypes, or ``None``.
+        classes: the classes condensed, in order.
+        image_shape: ``(channels, height, width)``.
+        resuming: the run resumes from a checkpoint (which overwrites S).
+
+    Returns:
+        ``[len(classes) * ipc, *image_shape]`` images, class by class.
+
+    Raises:
+        ConfigError: ``init`` needs what is not given (the real data or the prototypes).
+    """
+    seed = step_seed(config.seed, -1)
+    init = config.resolved_init
+    if init in ("real", "mix"):
+        if mechanism is None:
+            raise ConfigError("--init real/mix needs the real data; a bank alone supports --init noise")
+        mix = config.init_mix if init == "mix" else 1
+        return mechanism.real_init(config.ipc, seed=seed, mix=mix).float()
+    shape = (config.ipc, *image_shape)
+    noise = [noise_images(shape, generator=class_generator(seed, c)) for c in classes]
+    if init == "prototype":
+        if prototypes is None and not resuming:  # a resume overwrites S from the checkpoint
+            raise ConfigError("--init prototype needs the DP class prototypes (a private run with "
+                              "prototype_share > 0, or a bank saved by one); use --init noise")
+        if prototypes is not None:
+            protos = prototypes.to(noise[0])
+            noise = [(protos[c] + n - 0.5).clamp(0, 1) for c, n in zip(classes, noise)]
+    return torch.cat(noise)
+
+
+def make_optimizer(config: CondenseConfig, images: Tensor, *, lr: float) -> torch.optim.Optimizer:
+    """The optimiser of S (``config.optimizer``: SGD with ``config.momentum``, or Adam) at rate ``lr``."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam([images], lr=lr)
+    return torch.optim.SGD([images], lr=lr, momentum=config.momentum)
