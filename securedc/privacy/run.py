@@ -1,0 +1,134 @@
+"""Setup of a private condensation run: its mechanism, plan, accountant and DP resume.
+
+A fresh private run calibrates its plan (:func:`~securedc.privacy.calibration.plan_private_run`:
+q, the count and prototype releases, δ, σ). A resumed one takes the plan, the released counts
+and the SECRET key of the random streams from the checkpoint instead (no new access to the
+data) and refuses a configuration that would change the mechanism (σ, q, R).
+
+Example:
+    >>> import torch
+    >>> from securedc.config import CondenseConfig, PrivacyConfig
+    >>> cfg = CondenseConfig(iterations=4, privacy=PrivacyConfig(epsilon=8.0, delta=1e-5))
+    >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 2
+    >>> mech, plan = private_mechanism(cfg, [1.0], x, y, num_classes=2, classes=[0, 1], noise_seed=0)
+    >>> new_accountant(plan, mech).epsilon() < 8.0
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from securedc.checkpoint import load_checkpoint
+from securedc.errors import PrivacyError
+from securedc.privacy.accountant import PrivacyAccountant
+from securedc.privacy.calibration import PrivacyPlan, plan_private_run
+from securedc.privacy.mechanism import GaussianMechanism, Mechanism
+from securedc.privacy.streams import SecretStreams
+
+if TYPE_CHECKING:
+    from securedc.config import CondenseConfig
+
+__all__ = ["private_mechanism", "restore_private", "check_resumable", "new_accountant"]
+
+
+def private_mechanism(
+    config: CondenseConfig,
+    clip_bounds: Sequence[float],
+    images: Tensor,
+    labels: Tensor,
+    *,
+    num_classes: int,
+    classes: Sequence[int],
+    noise_seed: int | None = None,
+    resume_from: str | Path | None = None,
+) -> tuple[GaussianMechanism, PrivacyPlan]:
+    """The Gaussian mechanism over the real data and the run's privacy plan.
+
+    Args:
+        config: a private run's configuration.
+        clip_bounds: the terms' clip bounds C_k.
+        images, labels: the real training set (only the mechanism keeps them).
+        num_classes: C.
+        classes: the classes condensed.
+        noise_seed: SECRET key of sampling and noise; ``None`` draws 128 bits from the OS.
+        resume_from: the checkpoint the run resumes from (its plan, counts and key are used).
+
+    Raises:
+        PrivacyError: no iterations, or a resume that would change the private mechanism.
+    """
+    if config.iterations < 1:
+        raise PrivacyError("a private run needs --iterations >= 1")
+    clips = list(clip_bounds)
+    if resume_from is not None:
+        gm = GaussianMechanism(images, labels, num_classes=num_classes, clip_bounds=clips, classes=classes)
+        return gm, restore_private(config, load_checkpoint(resume_from)[1], gm, source=resume_from)
+    gm = GaussianMechanism(
+        images, labels, num_classes=num_classes, clip_bounds=clips, classes=classes, noise_seed=noise_seed
+    )
+    return gm, plan_private_run(config.privacy, gm, releases=config.resolved_releases)
+
+
+def restore_private(
+    config: CondenseConfig, meta: Mapping[str, Any], mechanism: GaussianMechanism, *, source: Any
+) -> PrivacyPlan:
+    """Configure ``mechanism`` from a DP checkpoint's record: its plan, released counts and secret key.
+
+    Returns:
+        The checkpoint's privacy plan.
+
+    Raises:
+        PrivacyError: ``meta`` is not a private run's, or ``config`` would change the mechanism.
+    """
+    if not meta.get("privacy_plan") or not meta.get("secret"):
+        raise PrivacyError(f"{source} is not a checkpoint of a private run; cannot resume with --epsilon")
+    plan = PrivacyPlan.from_dict(meta["privacy_plan"], estimated_counts=meta["secret"]["counts"])
+    check_resumable(config, plan)
+    mechanism.streams = SecretStreams.from_state_dict(meta["secret"])
+    counts = torch.tensor(plan.estimated_counts, dtype=torch.float64)
+    mechanism.configure(
+        sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier, expected_counts=counts * plan.sample_rate
+    )
+    return plan
+
+
+def check_resumable(config: CondenseConfig, plan: PrivacyPlan) -> None:
+    """Refuse a DP resume whose configuration would change the private mechanism.
+
+    Raises:
+        PrivacyError: naming each setting that differs from the checkpoint's plan.
+    """
+    p = config.privacy
+    wanted = {
+        "releases": config.resolved_releases,
+        "target_epsilon": p.epsilon,
+        "accountant": p.accountant,
+        "counts": p.counts,
+        **({"delta": p.delta} if p.delta is not None else {}),
+        **({"sample_rate": p.sample_rate} if p.sample_rate is not None else {}),
+    }
+    have = plan.to_dict()
+    changed = [f"{k} {have[k]} -> {v}" for k, v in wanted.items() if have[k] != v]
+    if changed:
+        raise PrivacyError(
+            "resuming would change the private mechanism (" + ", ".join(changed) + "); the checkpoint's "
+            f"releases used sigma={plan.noise_multiplier:.4g}, q={plan.sample_rate:g}, R={plan.releases}: "
+            "resume with the original --iterations/--releases/--epsilon"
+        )
+
+
+def new_accountant(plan: PrivacyPlan | None, mechanism: Mechanism | None) -> PrivacyAccountant | None:
+    """A private run's accountant with the one-off count and prototype releases composed; else ``None``."""
+    if mechanism is None or not mechanism.private:
+        return None
+    assert plan is not None  # set by make_mechanism
+    accountant = PrivacyAccountant(plan.accountant, delta=plan.delta)
+    for sigma0 in (plan.count_noise_multiplier, plan.prototype_noise_multiplier):
+        if sigma0 is not None:
+            accountant.step(noise_multiplier=sigma0, sample_rate=1.0)
+    return accountant
