@@ -26,7 +26,13 @@ from securedc.privacy import Mechanism
 from securedc.privacy.mechanism import class_generator
 from securedc.releases import step_seed
 
-__all__ = ["initial_images", "make_optimizer"]
+__all__ = ["initial_images", "make_optimizer", "PROTOTYPE_NOISE"]
+
+#: scale of the public noise added to each copy of a DP class prototype (deviation std 0.05 in
+#: [0, 1] pixels): enough for the copies to differ, small enough not to bury the prototype. Chosen on
+#: digits (members = 80 % of the training split, ε ∈ {1, 8}, 3 ConvNet-3 × 300 epochs without
+#: augmentation): scale 0.25 gave 77.0 / 90.4 %, scale 1 gave 75.2 / 88.7 %.
+PROTOTYPE_NOISE = 0.25
 
 
 def initial_images(
@@ -70,7 +76,7 @@ def initial_images(
                               "prototype_share > 0, or a bank saved by one); use --init noise")
         if prototypes is not None:
             protos = prototypes.to(noise[0])
-            noise = [(protos[c] + n - 0.5).clamp(0, 1) for c, n in zip(classes, noise)]
+            noise = [(protos[c] + PROTOTYPE_NOISE * (n - 0.5)).clamp(0, 1) for c, n in zip(classes, noise)]
     return torch.cat(noise)
 
 
