@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from functools import partial
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,54 +38,17 @@ from securedc.errors import ConfigError, DataError, PrivacyError
 from securedc.init import initial_images, make_optimizer
 from securedc.lr_adapter import HypergradientLR
 from securedc.manifest import NOT_COVERED, from_bank_section, privacy_section, write_bank
-from securedc.models import seeded_model
-from securedc.privacy import ExactMechanism, Mechanism, PrivacyAccountant
+from securedc.privacy import Mechanism, PrivacyAccountant
 from securedc.privacy.calibration import PrivacyPlan
-from securedc.privacy.run import new_accountant, private_mechanism
-from securedc.releases import ReleaseSchedule, step_seed
+from securedc.privacy.run import new_accountant, run_mechanism
+from securedc.releases import ReleaseSchedule, release_network, run_bank, step_seed
+from securedc.results import CondenseResult, ProgressEvent
 from securedc.run_checkpoint import RunState, resume_run, save_run
 from securedc.terms import StepContext, Term, build_terms
 
 __all__ = ["Condenser", "CondenseResult", "ProgressEvent", "step_seed", "NOT_COVERED"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """Sent to the progress callback after every step.
-
-    Attributes:
-        images: the current synthetic images (a detached view of the optimised tensor:
-            copy it to keep a snapshot; never modify it), or ``None``.
-        releases: releases in the bank so far.
-    """
-
-    step: int
-    total: int
-    loss: float
-    epsilon_spent: float | None
-    seconds: float
-    images: Tensor | None = None
-    releases: int = 0
-
-
-@dataclass
-class CondenseResult:
-    """Output of :meth:`Condenser.fit`."""
-
-    images: Tensor
-    labels: Tensor
-    steps_done: int
-    losses: list[float]
-    seconds: float
-    privacy: dict[str, Any]
-    terms: list[dict[str, Any]]
-    interrupted: bool = False
-    epsilon_history: list[tuple[int, float]] = field(default_factory=list)
-    bank: StatisticsBank | None = None
-    #: real examples whose per-sample vector was non-finite and zeroed (owner only, never released)
-    nonfinite_rows: int = 0
 
 
 class Condenser:
@@ -158,20 +121,9 @@ class Condenser:
 
     # ------------------------------------------------------------------ setup
     def make_network(self, seed: int) -> nn.Module:
-        """A fresh network for one release, frozen, in eval mode."""
-        net = seeded_model(
-            self.config.model,
-            seed=seed,
-            in_channels=self.image_shape[0],
-            num_classes=self.num_classes,
-            image_size=self.image_shape[1:],
-            mean=self.mean,
-            std=self.std,
-        ).to(self.device)
-        net.eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net
+        """A fresh network for one release, frozen, in eval mode (:func:`~securedc.releases.release_network`)."""
+        return release_network(self.config, seed, image_shape=self.image_shape, num_classes=self.num_classes,
+                               mean=self.mean, std=self.std, device=self.device)
 
     def make_mechanism(
         self,
@@ -200,24 +152,15 @@ class Condenser:
         """
         if tuple(images.shape[1:]) != self.image_shape:
             raise DataError(f"real images have shape {tuple(images.shape[1:])}, expected {self.image_shape}")
-        cfg = self.config
-        if not cfg.privacy.private:
-            mech: Mechanism = ExactMechanism(
-                images, labels, num_classes=self.num_classes, batch_per_class=cfg.batch_real, classes=self.classes
-            )
-            counts = mech.class_counts
-            if cfg.resolved_init in ("real", "mix") and int(counts.min()) < cfg.ipc:
-                raise DataError(f"--ipc {cfg.ipc} is larger than the smallest class ({int(counts.min())} images)")
-            return mech
-        gm, self.plan = private_mechanism(cfg, [t.clip for t in self.terms], images, labels, num_classes=self.num_classes,
-                                          classes=self.classes, noise_seed=noise_seed, resume_from=resume_from)
-        if resume_from is None:
-            logger.info(
-                "DP: epsilon=%g delta=%g q=%.4f R=%d sigma=%.4f counts=%s",
-                self.plan.target_epsilon, self.plan.delta, self.plan.sample_rate, self.plan.releases,
-                self.plan.noise_multiplier, self.plan.counts,
-            )
-        return gm
+        clips = [t.clip for t in self.terms]
+        mech, plan = run_mechanism(self.config, clips, images, labels, num_classes=self.num_classes, classes=self.classes,
+                                   noise_seed=noise_seed, resume_from=resume_from)
+        if plan is not None:
+            self.plan = plan
+            if resume_from is None:
+                logger.info("DP: epsilon=%g delta=%g q=%.4f R=%d sigma=%.4f counts=%s", plan.target_epsilon, plan.delta,
+                            plan.sample_rate, plan.releases, plan.noise_multiplier, plan.counts)
+        return mech
 
     def _init_images(self, mechanism: Mechanism | None, prototypes: Tensor | None, *, resuming: bool) -> Tensor:
         """Initial S (:func:`~securedc.init.initial_images`)."""
@@ -258,15 +201,8 @@ class Condenser:
             raise PrivacyError("mechanism and configuration disagree about privacy")
         if mechanism is not None and bank is not None:
             raise ConfigError("give a mechanism or a saved bank, not both")
-        if bank is None:
-            bank = StatisticsBank(
-                capacity=self.plan.releases if self.plan is not None else cfg.resolved_releases,
-                num_classes=self.num_classes,
-                max_bytes=int(cfg.bank_memory_gb * 2**30),
-            )
-        if self.plan is not None and len(bank) == 0:
-            bank.prototypes, bank.noise_std = self.plan.prototypes, self.plan.noise_std(self.sensitivity)
-        bank.to(self.device)
+        bank = run_bank(bank, config=cfg, plan=self.plan, num_classes=self.num_classes, sensitivity=self.sensitivity,
+                        device=self.device)
         images = self._init_images(mechanism, bank.prototypes, resuming=resume_from is not None).to(self.device)
         images.requires_grad_(True)
         optimizer = make_optimizer(cfg, images, lr=self.lr_img)
@@ -278,11 +214,7 @@ class Condenser:
             self.plan = plan if plan is not None else self.plan
             logger.info("resumed from %s at step %d with %d releases", resume_from, start, len(bank))
         accountant, losses, eps_hist = state.accountant, state.losses, state.epsilon_history
-
-        def save(step: int) -> None:
-            assert checkpoint_path is not None
-            save_run(checkpoint_path, step, state, config=cfg, plan=self.plan, mechanism=mechanism)
-
+        save = partial(save_run, checkpoint_path, state=state, config=cfg, plan=self.plan, mechanism=mechanism)
         labels = self.labels.to(self.device)
         t0 = time.perf_counter()
         step = start
@@ -310,7 +242,10 @@ class Condenser:
         nonfinite = int(getattr(mechanism, "nonfinite_rows", 0))
         if nonfinite:
             logger.warning("%d real per-sample vectors were non-finite and zeroed before clipping", nonfinite)
-        privacy = from_bank_section(bank_privacy) if mechanism is None else self.privacy_section(mechanism, accountant, bank)
+        if mechanism is None:
+            privacy = from_bank_section(bank_privacy)
+        else:
+            privacy = self.privacy_section(mechanism, accountant, bank)
         return CondenseResult(
             images=images.detach().cpu().clamp(0, 1),
             labels=self.labels.clone(),
@@ -325,19 +260,13 @@ class Condenser:
         )
 
     def _log_eps(self, step: int) -> bool:
+        """Whether ε is computed and logged after ``step`` (about 50 times a run, and at the end)."""
         total = self.config.iterations
         return step + 1 == total or (step + 1) % max(1, total // 50) == 0
 
-    def _optimise(
-        self,
-        ctx: StepContext,
-        params: Any,
-        stats: list[Tensor],
-        images: Tensor,
-        labels: Tensor,
-        optimizer: torch.optim.Optimizer,
-        lr: HypergradientLR | None,
-    ) -> float:
+    def _optimise(self, ctx: StepContext, params: Any, stats: list[Tensor], images: Tensor, labels: Tensor,
+                  optimizer: torch.optim.Optimizer, lr: HypergradientLR | None) -> float:
+        """One optimiser step on S against the release's statistics ``stats``; returns the loss."""
         syn = self.dsa(images, params, labels) if params is not None else images
         loss = sum(t.weight * t.loss(ctx, s, syn, labels) for t, s in zip(self.terms, stats))
         optimizer.zero_grad(set_to_none=True)

@@ -21,10 +21,12 @@ from torch import Tensor, nn
 
 from securedc.augment import DSA
 from securedc.bank import StatisticsBank, release_step
-from securedc.privacy import GaussianMechanism, Mechanism, PrivacyAccountant
+from securedc.config import CondenseConfig
+from securedc.models import seeded_model
+from securedc.privacy import GaussianMechanism, Mechanism, PrivacyAccountant, PrivacyPlan
 from securedc.terms import StepContext, Term
 
-__all__ = ["ReleaseSchedule", "step_seed", "drawn_release", "SCHEDULE_SALT"]
+__all__ = ["ReleaseSchedule", "step_seed", "drawn_release", "release_network", "run_bank", "SCHEDULE_SALT"]
 
 #: Salt of the public generator that picks a release for a step that makes none.
 SCHEDULE_SALT = 0x5EED_BA4C
@@ -44,6 +46,57 @@ def drawn_release(seed: int, step: int, *, made: int) -> int:
     """The release (of the ``made`` so far) that step ``step`` uses when it makes none (public)."""
     pick = torch.Generator().manual_seed(step_seed(seed ^ SCHEDULE_SALT, step))
     return int(torch.randint(made, (1,), generator=pick))
+
+
+def release_network(
+    config: CondenseConfig,
+    seed: int,
+    *,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+) -> nn.Module:
+    """A fresh ``config.model`` network for one release (weights from ``seed``), frozen, in eval mode."""
+    net = seeded_model(
+        config.model,
+        seed=seed,
+        in_channels=image_shape[0],
+        num_classes=num_classes,
+        image_size=image_shape[1:],
+        mean=mean,
+        std=std,
+    ).to(device)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def run_bank(
+    bank: StatisticsBank | None,
+    *,
+    config: CondenseConfig,
+    plan: PrivacyPlan | None,
+    num_classes: int,
+    sensitivity: float,
+    device: torch.device,
+) -> StatisticsBank:
+    """The bank a run fills (a new one for its R releases unless ``bank`` is given), on ``device``.
+
+    A private run's empty bank carries the DP class prototypes and the noise std of its releases.
+    """
+    if bank is None:
+        bank = StatisticsBank(
+            capacity=plan.releases if plan is not None else config.resolved_releases,
+            num_classes=num_classes,
+            max_bytes=int(config.bank_memory_gb * 2**30),
+        )
+    if plan is not None and len(bank) == 0:
+        bank.prototypes, bank.noise_std = plan.prototypes, plan.noise_std(sensitivity)
+    bank.to(device)
+    return bank
 
 
 class ReleaseSchedule:

@@ -123,7 +123,9 @@ def resume_run(
     plan = restore_private(config, meta, mechanism, source=path) if isinstance(mechanism, GaussianMechanism) else None
     images = state.images
     if tensors["images"].shape != images.shape:
-        raise DataError(f"checkpoint images have shape {tuple(tensors['images'].shape)}, expected {tuple(images.shape)}")
+        raise DataError(
+            f"checkpoint images have shape {tuple(tensors['images'].shape)}, expected {tuple(images.shape)}"
+        )
     with torch.no_grad():
         images.copy_(tensors["images"].to(images.device))
     optimizer_from_tensors(state.optimizer, tensors, meta["optimizer"], device=device)

@@ -1,5 +1,6 @@
-"""Setup of a private condensation run: its mechanism, plan, accountant and DP resume.
+"""Setup of a condensation run's mechanism; for a private run its plan, accountant and DP resume.
 
+A non-private run reads the real data through the exact mechanism (:func:`run_mechanism`).
 A fresh private run calibrates its plan (:func:`~securedc.privacy.calibration.plan_private_run`:
 q, the count and prototype releases, δ, σ). A resumed one takes the plan, the released counts
 and the SECRET key of the random streams from the checkpoint instead (no new access to the
@@ -25,16 +26,52 @@ import torch
 from torch import Tensor
 
 from securedc.checkpoint import load_checkpoint
-from securedc.errors import PrivacyError
+from securedc.errors import DataError, PrivacyError
 from securedc.privacy.accountant import PrivacyAccountant
 from securedc.privacy.calibration import PrivacyPlan, plan_private_run
-from securedc.privacy.mechanism import GaussianMechanism, Mechanism
+from securedc.privacy.mechanism import ExactMechanism, GaussianMechanism, Mechanism
 from securedc.privacy.streams import SecretStreams
 
 if TYPE_CHECKING:
     from securedc.config import CondenseConfig
 
-__all__ = ["private_mechanism", "restore_private", "check_resumable", "new_accountant"]
+__all__ = ["run_mechanism", "private_mechanism", "restore_private", "check_resumable", "new_accountant"]
+
+
+def run_mechanism(
+    config: CondenseConfig,
+    clip_bounds: Sequence[float],
+    images: Tensor,
+    labels: Tensor,
+    *,
+    num_classes: int,
+    classes: Sequence[int],
+    noise_seed: int | None = None,
+    resume_from: str | Path | None = None,
+) -> tuple[Mechanism, PrivacyPlan | None]:
+    """The mechanism ``config`` asks for over the real data, and a private run's plan (else ``None``).
+
+    Args:
+        config: the run's configuration (private or not).
+        clip_bounds: the terms' clip bounds C_k (DP only).
+        images, labels: the real training set (only the mechanism keeps them).
+        num_classes: C.
+        classes: the classes condensed.
+        noise_seed: DP only: SECRET key of sampling and noise (:func:`private_mechanism`).
+        resume_from: DP only: the checkpoint the run resumes from.
+
+    Raises:
+        DataError: ``--ipc`` larger than a class with real/mix initialisation (non-private).
+        PrivacyError: as :func:`private_mechanism`.
+    """
+    if config.privacy.private:
+        return private_mechanism(config, clip_bounds, images, labels, num_classes=num_classes, classes=classes,
+                                 noise_seed=noise_seed, resume_from=resume_from)
+    mech = ExactMechanism(images, labels, num_classes=num_classes, batch_per_class=config.batch_real, classes=classes)
+    counts = mech.class_counts
+    if config.resolved_init in ("real", "mix") and int(counts.min()) < config.ipc:
+        raise DataError(f"--ipc {config.ipc} is larger than the smallest class ({int(counts.min())} images)")
+    return mech, None
 
 
 def private_mechanism(
