@@ -151,7 +151,9 @@ def test_dp_composes_both_terms(digits):
     assert priv["clip_bounds"] == {"distribution": clip, "adversarial": clip}
     assert priv["sensitivity"] == pytest.approx(math.sqrt(clip**2 + clip**2))
     acc = RDPAccountant()
-    acc.step(noise_multiplier=priv["count_noise_multiplier"], sample_rate=1.0)  # the class-count release
+    # phase 0: the class-prototype release (it carries the counts; no separate count release)
+    assert priv["count_noise_multiplier"] is None
+    acc.step(noise_multiplier=priv["prototype_noise_multiplier"], sample_rate=1.0)
     for _ in range(priv["steps"]):
         acc.step(noise_multiplier=priv["noise_multiplier"], sample_rate=priv["sample_rate"])
     assert acc.get_epsilon(delta=priv["delta"]) == pytest.approx(priv["epsilon"], rel=1e-6)

@@ -11,7 +11,7 @@ Example:
     >>> from securedc.config import CondenseConfig, PrivacyConfig
     >>> cfg = CondenseConfig(iterations=4, privacy=PrivacyConfig(epsilon=8.0, delta=1e-5))
     >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 2
-    >>> mech, plan = private_mechanism(cfg, [1.0], x, y, num_classes=2, classes=[0, 1], noise_seed=0)
+    >>> mech, plan = run_mechanism(cfg, [1.0], x, y, num_classes=2, classes=[0, 1], noise_seed=0)
     >>> new_accountant(plan, mech).epsilon() < 8.0
     True
 """
@@ -35,7 +35,7 @@ from securedc.privacy.streams import SecretStreams
 if TYPE_CHECKING:
     from securedc.config import CondenseConfig
 
-__all__ = ["run_mechanism", "private_mechanism", "restore_private", "check_resumable", "new_accountant"]
+__all__ = ["run_mechanism", "restore_private", "check_resumable", "new_accountant"]
 
 
 def run_mechanism(
@@ -51,54 +51,29 @@ def run_mechanism(
 ) -> tuple[Mechanism, PrivacyPlan | None]:
     """The mechanism ``config`` asks for over the real data, and a private run's plan (else ``None``).
 
+    A private run gets the Gaussian mechanism and a new plan, or with ``resume_from`` the
+    checkpoint's plan, counts and key; a non-private run gets the exact mechanism.
+
     Args:
         config: the run's configuration (private or not).
         clip_bounds: the terms' clip bounds C_k (DP only).
         images, labels: the real training set (only the mechanism keeps them).
         num_classes: C.
         classes: the classes condensed.
-        noise_seed: DP only: SECRET key of sampling and noise (:func:`private_mechanism`).
+        noise_seed: DP only: SECRET key of sampling and noise; ``None`` draws 128 bits from the OS.
         resume_from: DP only: the checkpoint the run resumes from.
 
     Raises:
         DataError: ``--ipc`` larger than a class with real/mix initialisation (non-private).
-        PrivacyError: as :func:`private_mechanism`.
+        PrivacyError: a private run without iterations, or a resume that would change the mechanism.
     """
-    if config.privacy.private:
-        return private_mechanism(config, clip_bounds, images, labels, num_classes=num_classes, classes=classes,
-                                 noise_seed=noise_seed, resume_from=resume_from)
-    mech = ExactMechanism(images, labels, num_classes=num_classes, batch_per_class=config.batch_real, classes=classes)
-    counts = mech.class_counts
-    if config.resolved_init in ("real", "mix") and int(counts.min()) < config.ipc:
-        raise DataError(f"--ipc {config.ipc} is larger than the smallest class ({int(counts.min())} images)")
-    return mech, None
-
-
-def private_mechanism(
-    config: CondenseConfig,
-    clip_bounds: Sequence[float],
-    images: Tensor,
-    labels: Tensor,
-    *,
-    num_classes: int,
-    classes: Sequence[int],
-    noise_seed: int | None = None,
-    resume_from: str | Path | None = None,
-) -> tuple[GaussianMechanism, PrivacyPlan]:
-    """The Gaussian mechanism over the real data and the run's privacy plan.
-
-    Args:
-        config: a private run's configuration.
-        clip_bounds: the terms' clip bounds C_k.
-        images, labels: the real training set (only the mechanism keeps them).
-        num_classes: C.
-        classes: the classes condensed.
-        noise_seed: SECRET key of sampling and noise; ``None`` draws 128 bits from the OS.
-        resume_from: the checkpoint the run resumes from (its plan, counts and key are used).
-
-    Raises:
-        PrivacyError: no iterations, or a resume that would change the private mechanism.
-    """
+    if not config.privacy.private:
+        mech = ExactMechanism(images, labels, num_classes=num_classes, batch_per_class=config.batch_real,
+                              classes=classes)
+        counts = mech.class_counts
+        if config.resolved_init in ("real", "mix") and int(counts.min()) < config.ipc:
+            raise DataError(f"--ipc {config.ipc} is larger than the smallest class ({int(counts.min())} images)")
+        return mech, None
     if config.iterations < 1:
         raise PrivacyError("a private run needs --iterations >= 1")
     clips = list(clip_bounds)
