@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from functools import partial
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,16 +33,14 @@ from securedc.augment import DSA
 from securedc.bank import StatisticsBank, check_bank_matches, statistics_signature
 from securedc.batching import auto_chunk, resolve_precision
 from securedc.config import CondenseConfig
-from securedc.errors import ConfigError, DataError, PrivacyError
-from securedc.init import initial_images, make_optimizer
-from securedc.lr_adapter import HypergradientLR
+from securedc.init import initial_images, initial_state
 from securedc.manifest import NOT_COVERED, from_bank_section, privacy_section, write_bank
 from securedc.privacy import Mechanism, PrivacyAccountant
 from securedc.privacy.calibration import PrivacyPlan
-from securedc.privacy.run import new_accountant, run_mechanism
+from securedc.privacy.run import epsilon_due, new_accountant, run_mechanism
 from securedc.releases import ReleaseSchedule, release_network, run_bank, step_seed
 from securedc.results import CondenseResult, ProgressEvent
-from securedc.run_checkpoint import RunState, resume_run, save_run
+from securedc.run_checkpoint import RunCheckpoints, RunState, resume_run
 from securedc.terms import StepContext, Term, build_terms
 
 __all__ = ["Condenser", "CondenseResult", "ProgressEvent", "step_seed", "NOT_COVERED"]
@@ -125,20 +122,13 @@ class Condenser:
         return release_network(self.config, seed, image_shape=self.image_shape, num_classes=self.num_classes,
                                mean=self.mean, std=self.std, device=self.device)
 
-    def make_mechanism(
-        self,
-        images: Tensor,
-        labels: Tensor,
-        *,
-        noise_seed: int | None = None,
-        resume_from: str | Path | None = None,
-    ) -> Mechanism:
-        """Wrap the real training data in the mechanism the configuration asks for.
+    def make_mechanism(self, images: Tensor, labels: Tensor, *, noise_seed: int | None = None,
+                       resume_from: str | Path | None = None) -> Mechanism:
+        """Wrap the real training data in the configured mechanism (:func:`~securedc.privacy.run.run_mechanism`).
 
-        In DP mode this calibrates the run (:func:`~securedc.privacy.calibration.plan_private_run`:
-        q, the count release unless counts are declared public, δ, σ). With ``resume_from`` the
-        plan, the released counts and the secret key come from the checkpoint instead — no new
-        access — and a configuration that would change (σ, q, R) is refused.
+        In DP mode this calibrates the run (q, the count release unless counts are declared public,
+        δ, σ). With ``resume_from`` the plan, the released counts and the secret key come from the
+        checkpoint instead — no new access — and a configuration that would change (σ, q, R) is refused.
 
         Args:
             images, labels: the real training set (only the mechanism keeps them).
@@ -150,16 +140,10 @@ class Condenser:
             DataError: images of the wrong shape, or --ipc larger than a class (real/mix init).
             PrivacyError: a resume that would change the private mechanism.
         """
-        if tuple(images.shape[1:]) != self.image_shape:
-            raise DataError(f"real images have shape {tuple(images.shape[1:])}, expected {self.image_shape}")
-        clips = [t.clip for t in self.terms]
-        mech, plan = run_mechanism(self.config, clips, images, labels, num_classes=self.num_classes, classes=self.classes,
+        mech, plan = run_mechanism(self.config, [t.clip for t in self.terms], images, labels,
+                                   num_classes=self.num_classes, classes=self.classes, image_shape=self.image_shape,
                                    noise_seed=noise_seed, resume_from=resume_from)
-        if plan is not None:
-            self.plan = plan
-            if resume_from is None:
-                logger.info("DP: epsilon=%g delta=%g q=%.4f R=%d sigma=%.4f counts=%s", plan.target_epsilon, plan.delta,
-                            plan.sample_rate, plan.releases, plan.noise_multiplier, plan.counts)
+        self.plan = plan if plan is not None else self.plan
         return mech
 
     def _init_images(self, mechanism: Mechanism | None, prototypes: Tensor | None, *, resuming: bool) -> Tensor:
@@ -168,16 +152,9 @@ class Condenser:
                               resuming=resuming)
 
     # ------------------------------------------------------------------ loop
-    def fit(
-        self,
-        mechanism: Mechanism | None,
-        *,
-        bank: StatisticsBank | None = None,
-        bank_privacy: dict[str, Any] | None = None,
-        callback: Callable[[ProgressEvent], None] | None = None,
-        checkpoint_path: str | Path | None = None,
-        resume_from: str | Path | None = None,
-    ) -> CondenseResult:
+    def fit(self, mechanism: Mechanism | None, *, bank: StatisticsBank | None = None,
+            bank_privacy: dict[str, Any] | None = None, callback: Callable[[ProgressEvent], None] | None = None,
+            checkpoint_path: str | Path | None = None, resume_from: str | Path | None = None) -> CondenseResult:
         """Run the optimisation; the real data is reachable only through ``mechanism``.
 
         Args:
@@ -194,86 +171,56 @@ class Condenser:
             :class:`CondenseResult` (its ``bank`` holds the releases).
         """
         cfg = self.config
-        if mechanism is None:
-            if bank is None or not bank.full:
-                raise ConfigError("fit needs the real data's mechanism or a complete statistics bank")
-        elif mechanism.private != cfg.privacy.private:
-            raise PrivacyError("mechanism and configuration disagree about privacy")
-        if mechanism is not None and bank is not None:
-            raise ConfigError("give a mechanism or a saved bank, not both")
-        bank = run_bank(bank, config=cfg, plan=self.plan, num_classes=self.num_classes, sensitivity=self.sensitivity,
-                        device=self.device)
-        images = self._init_images(mechanism, bank.prototypes, resuming=resume_from is not None).to(self.device)
-        images.requires_grad_(True)
-        optimizer = make_optimizer(cfg, images, lr=self.lr_img)
-        lr = HypergradientLR(optimizer, base_lr=self.lr_img) if cfg.learn_lr else None
-        state, start = RunState(images, optimizer, lr, bank, new_accountant(self.plan, mechanism)), 0
+        bank = run_bank(bank, mechanism=mechanism, config=cfg, plan=self.plan, num_classes=self.num_classes,
+                        sensitivity=self.sensitivity, device=self.device)
+        init = self._init_images(mechanism, bank.prototypes, resuming=resume_from is not None)
+        state = initial_state(cfg, init, bank, new_accountant(self.plan, mechanism), lr=self.lr_img, device=self.device)
+        start = 0
         if resume_from is not None:
             start, plan = resume_run(resume_from, state, config=cfg, mechanism=mechanism,
                                      num_classes=self.num_classes, device=self.device)
             self.plan = plan if plan is not None else self.plan
-            logger.info("resumed from %s at step %d with %d releases", resume_from, start, len(bank))
-        accountant, losses, eps_hist = state.accountant, state.losses, state.epsilon_history
-        save = partial(save_run, checkpoint_path, state=state, config=cfg, plan=self.plan, mechanism=mechanism)
+        images, accountant, losses, eps_hist = state.images, state.accountant, state.losses, state.epsilon_history
+        checkpoints = RunCheckpoints(checkpoint_path, state, cfg, self.plan, mechanism)
         labels = self.labels.to(self.device)
         t0 = time.perf_counter()
         step = start
         try:
             for step in range(start, cfg.iterations):
                 release, ctx, params = self.schedule.next(step, mechanism, bank, images, labels, accountant)
-                loss = self._optimise(ctx, params, bank.statistics(release), images, labels, optimizer, lr)
+                loss = self._optimise(ctx, params, bank.statistics(release), state, labels)
                 losses.append(loss)
-                eps = accountant.epsilon() if accountant is not None and self._log_eps(step) else None
-                if eps is not None:
+                if (eps := epsilon_due(accountant, step, steps=cfg.iterations)) is not None:
                     eps_hist.append((step + 1, eps))
                 if callback is not None:
                     callback(ProgressEvent(step + 1, cfg.iterations, loss, eps, time.perf_counter() - t0,
                                            images.detach(), len(bank)))
-                if checkpoint_path and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-                    save(step + 1)
+                checkpoints.after_step(step + 1)
             step = cfg.iterations
         except KeyboardInterrupt:
-            if checkpoint_path:
-                save(len(losses))
-                logger.warning("interrupted at step %d; checkpoint saved to %s", len(losses), checkpoint_path)
+            checkpoints.interrupted()
             raise
-        if checkpoint_path and cfg.checkpoint_every:
-            save(step)
-        nonfinite = int(getattr(mechanism, "nonfinite_rows", 0))
-        if nonfinite:
+        checkpoints.at_end(step)
+        if nonfinite := int(getattr(mechanism, "nonfinite_rows", 0)):
             logger.warning("%d real per-sample vectors were non-finite and zeroed before clipping", nonfinite)
-        if mechanism is None:
-            privacy = from_bank_section(bank_privacy)
-        else:
-            privacy = self.privacy_section(mechanism, accountant, bank)
+        privacy = (from_bank_section(bank_privacy) if mechanism is None
+                   else self.privacy_section(mechanism, accountant, bank))
         return CondenseResult(
-            images=images.detach().cpu().clamp(0, 1),
-            labels=self.labels.clone(),
-            steps_done=step,
-            losses=losses,
-            seconds=time.perf_counter() - t0,
-            privacy=privacy,
-            terms=[t.describe() for t in self.terms],
-            epsilon_history=eps_hist,
-            bank=bank,
-            nonfinite_rows=nonfinite,
+            images=images.detach().cpu().clamp(0, 1), labels=self.labels.clone(), steps_done=step, losses=losses,
+            seconds=time.perf_counter() - t0, privacy=privacy, terms=[t.describe() for t in self.terms],
+            epsilon_history=eps_hist, bank=bank, nonfinite_rows=nonfinite,
         )
 
-    def _log_eps(self, step: int) -> bool:
-        """Whether ε is computed and logged after ``step`` (about 50 times a run, and at the end)."""
-        total = self.config.iterations
-        return step + 1 == total or (step + 1) % max(1, total // 50) == 0
-
-    def _optimise(self, ctx: StepContext, params: Any, stats: list[Tensor], images: Tensor, labels: Tensor,
-                  optimizer: torch.optim.Optimizer, lr: HypergradientLR | None) -> float:
-        """One optimiser step on S against the release's statistics ``stats``; returns the loss."""
+    def _optimise(self, ctx: StepContext, params: Any, stats: list[Tensor], state: RunState, labels: Tensor) -> float:
+        """One optimiser step on S (``state.images``) against the release's statistics ``stats``; returns the loss."""
+        images = state.images
         syn = self.dsa(images, params, labels) if params is not None else images
         loss = sum(t.weight * t.loss(ctx, s, syn, labels) for t, s in zip(self.terms, stats))
-        optimizer.zero_grad(set_to_none=True)
+        state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if lr is not None:
-            lr.update(images)
-        optimizer.step()
+        if state.lr is not None:
+            state.lr.update(images)
+        state.optimizer.step()
         with torch.no_grad():
             images.clamp_(0, 1)
         return float(loss.detach())
@@ -281,9 +228,8 @@ class Condenser:
     # ------------------------------------------------------------------ banks on disk
     def signature(self) -> dict[str, Any]:
         """What this run's statistics depend on (:func:`~securedc.bank.statistics_signature`)."""
-        return statistics_signature(
-            self.config, image_shape=self.image_shape, num_classes=self.num_classes, mean=self.mean, std=self.std
-        )
+        return statistics_signature(self.config, image_shape=self.image_shape, num_classes=self.num_classes,
+                                    mean=self.mean, std=self.std)
 
     def check_bank(self, meta: dict[str, Any], *, source: Any) -> None:
         """Refuse a loaded bank made with other statistics settings (DataError naming them)."""
@@ -295,9 +241,8 @@ class Condenser:
         write_bank(path, result.bank, dataset=dataset, signature=self.signature(), privacy=result.privacy,
                    terms=result.terms)
 
-    def privacy_section(
-        self, mechanism: Mechanism, accountant: PrivacyAccountant | None, bank: StatisticsBank | None = None
-    ) -> dict[str, Any]:
+    def privacy_section(self, mechanism: Mechanism, accountant: PrivacyAccountant | None,
+                        bank: StatisticsBank | None = None) -> dict[str, Any]:
         """The manifest's privacy section (:func:`~securedc.manifest.privacy_section`)."""
         return privacy_section(self.plan, mechanism, accountant, bank=bank, iterations=self.config.iterations,
                                terms=self.terms)

@@ -1,4 +1,4 @@
-"""Initialisation of a condensation run: the initial synthetic set S and its optimiser.
+"""Initialisation of a condensation run: the initial synthetic set S, its optimiser and the run state.
 
 S starts from real images or averages of them (``init="real"``/``"mix"``, non-private runs
 only, through the mechanism), from the DP class prototypes plus public noise
@@ -19,14 +19,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from securedc.bank import StatisticsBank
 from securedc.config import CondenseConfig
 from securedc.errors import ConfigError
 from securedc.functional import noise_images
-from securedc.privacy import Mechanism
+from securedc.lr_adapter import HypergradientLR
+from securedc.privacy import Mechanism, PrivacyAccountant
 from securedc.privacy.mechanism import class_generator
 from securedc.releases import step_seed
+from securedc.run_checkpoint import RunState
 
-__all__ = ["initial_images", "make_optimizer", "PROTOTYPE_NOISE"]
+__all__ = ["initial_images", "make_optimizer", "initial_state", "PROTOTYPE_NOISE"]
 
 #: scale of the public noise added to each copy of a DP class prototype (deviation std 0.05 in
 #: [0, 1] pixels): enough for the copies to differ, small enough not to bury the prototype. Chosen on
@@ -85,3 +88,31 @@ def make_optimizer(config: CondenseConfig, images: Tensor, *, lr: float) -> torc
     if config.optimizer == "adam":
         return torch.optim.Adam([images], lr=lr)
     return torch.optim.SGD([images], lr=lr, momentum=config.momentum)
+
+
+def initial_state(
+    config: CondenseConfig,
+    images: Tensor,
+    bank: StatisticsBank,
+    accountant: PrivacyAccountant | None,
+    *,
+    lr: float,
+    device: torch.device,
+) -> RunState:
+    """A run's starting state: S from ``images`` on ``device`` (requiring grad), its optimiser
+    (:func:`make_optimizer`) at rate ``lr`` and, with ``config.learn_lr``, the learning-rate
+    adapter (:class:`~securedc.lr_adapter.HypergradientLR`).
+
+    Args:
+        config: the run's configuration.
+        images: the initial S (:func:`initial_images`).
+        bank: the bank the run fills.
+        accountant: the DP accountant, or ``None``.
+        lr: the image learning rate.
+        device: where S is optimised.
+    """
+    images = images.to(device)
+    images.requires_grad_(True)
+    optimizer = make_optimizer(config, images, lr=lr)
+    adapter = HypergradientLR(optimizer, base_lr=lr) if config.learn_lr else None
+    return RunState(images, optimizer, adapter, bank, accountant)

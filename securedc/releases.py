@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from securedc.augment import DSA
 from securedc.bank import StatisticsBank, release_step
 from securedc.config import CondenseConfig
+from securedc.errors import ConfigError, PrivacyError
 from securedc.models import seeded_model
 from securedc.privacy import GaussianMechanism, Mechanism, PrivacyAccountant, PrivacyPlan
 from securedc.terms import StepContext, Term
@@ -77,6 +78,7 @@ def release_network(
 def run_bank(
     bank: StatisticsBank | None,
     *,
+    mechanism: Mechanism | None,
     config: CondenseConfig,
     plan: PrivacyPlan | None,
     num_classes: int,
@@ -85,8 +87,21 @@ def run_bank(
 ) -> StatisticsBank:
     """The bank a run fills (a new one for its R releases unless ``bank`` is given), on ``device``.
 
-    A private run's empty bank carries the DP class prototypes and the noise std of its releases.
+    A run reads the real data through ``mechanism`` or re-condenses from a complete saved
+    ``bank`` (no real data, no privacy cost), never both. A private run's empty bank carries
+    the DP class prototypes and the noise std of its releases.
+
+    Raises:
+        ConfigError: neither a mechanism nor a complete bank, or both.
+        PrivacyError: ``mechanism`` and ``config`` disagree about privacy.
     """
+    if mechanism is None:
+        if bank is None or not bank.full:
+            raise ConfigError("fit needs the real data's mechanism or a complete statistics bank")
+    elif mechanism.private != config.privacy.private:
+        raise PrivacyError("mechanism and configuration disagree about privacy")
+    if mechanism is not None and bank is not None:
+        raise ConfigError("give a mechanism or a saved bank, not both")
     if bank is None:
         bank = StatisticsBank(
             capacity=plan.releases if plan is not None else config.resolved_releases,

@@ -12,6 +12,7 @@ a private/non-private mismatch and more releases than the run makes; it never re
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from securedc.lr_adapter import HypergradientLR
 from securedc.privacy import GaussianMechanism, Mechanism, PrivacyAccountant, PrivacyPlan
 from securedc.privacy.run import restore_private
 
-__all__ = ["RunState", "save_run", "resume_run", "RESUMABLE_CHANGES"]
+__all__ = ["RunState", "RunCheckpoints", "save_run", "resume_run", "RESUMABLE_CHANGES"]
+
+logger = logging.getLogger(__name__)
 
 #: Configuration fields a resume may change (a private resume also checks the plan).
 RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "device", "real_chunk", "real_precision", "releases", "reuse",
@@ -93,6 +96,45 @@ def save_run(
     save_checkpoint(path, tensors, meta)
 
 
+@dataclass
+class RunCheckpoints:
+    """When a run writes its checkpoint: every ``config.checkpoint_every`` steps, at the end, and on Ctrl-C.
+
+    Attributes:
+        path: where checkpoints go, or ``None`` (none are written).
+        state: the run's state (updated in place by the loop).
+        config, plan, mechanism: as for :func:`save_run`.
+    """
+
+    path: str | Path | None
+    state: RunState
+    config: CondenseConfig
+    plan: PrivacyPlan | None
+    mechanism: Mechanism | None
+
+    def save(self, step: int) -> None:
+        """Write the checkpoint after ``step`` steps (:func:`save_run`)."""
+        assert self.path
+        save_run(self.path, step, self.state, config=self.config, plan=self.plan, mechanism=self.mechanism)
+
+    def after_step(self, step: int) -> None:
+        """Write a checkpoint after ``step`` steps if a periodic one is due."""
+        every = self.config.checkpoint_every
+        if self.path and every and step % every == 0:
+            self.save(step)
+
+    def at_end(self, step: int) -> None:
+        """Write the final checkpoint after ``step`` steps (when checkpoints are periodic)."""
+        if self.path and self.config.checkpoint_every:
+            self.save(step)
+
+    def interrupted(self) -> None:
+        """Write the steps done so far (on Ctrl-C) and say where."""
+        if self.path:
+            self.save(len(self.state.losses))
+            logger.warning("interrupted at step %d; checkpoint saved to %s", len(self.state.losses), self.path)
+
+
 def resume_run(
     path: str | Path,
     state: RunState,
@@ -136,6 +178,7 @@ def resume_run(
         state.accountant = PrivacyAccountant.from_state_dict(meta["accountant"])
     state.losses = list(meta["losses"])
     state.epsilon_history = [tuple(x) for x in meta["epsilon_history"]]  # type: ignore[misc]
+    logger.info("resumed from %s at step %d with %d releases", path, int(meta["step"]), len(state.bank))
     return int(meta["step"]), plan
 
 

@@ -14,10 +14,13 @@ Example:
     >>> mech, plan = run_mechanism(cfg, [1.0], x, y, num_classes=2, classes=[0, 1], noise_seed=0)
     >>> new_accountant(plan, mech).epsilon() < 8.0
     True
+    >>> epsilon_due(new_accountant(plan, mech), 3, steps=4) is not None
+    True
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +38,9 @@ from securedc.privacy.streams import SecretStreams
 if TYPE_CHECKING:
     from securedc.config import CondenseConfig
 
-__all__ = ["run_mechanism", "restore_private", "check_resumable", "new_accountant"]
+__all__ = ["run_mechanism", "restore_private", "check_resumable", "new_accountant", "epsilon_due"]
+
+logger = logging.getLogger(__name__)
 
 
 def run_mechanism(
@@ -46,6 +51,7 @@ def run_mechanism(
     *,
     num_classes: int,
     classes: Sequence[int],
+    image_shape: tuple[int, ...] | None = None,
     noise_seed: int | None = None,
     resume_from: str | Path | None = None,
 ) -> tuple[Mechanism, PrivacyPlan | None]:
@@ -60,13 +66,17 @@ def run_mechanism(
         images, labels: the real training set (only the mechanism keeps them).
         num_classes: C.
         classes: the classes condensed.
+        image_shape: the ``(channels, height, width)`` the run expects, or ``None`` (not checked).
         noise_seed: DP only: SECRET key of sampling and noise; ``None`` draws 128 bits from the OS.
         resume_from: DP only: the checkpoint the run resumes from.
 
     Raises:
-        DataError: ``--ipc`` larger than a class with real/mix initialisation (non-private).
+        DataError: images not of ``image_shape``, or ``--ipc`` larger than a class with real/mix
+            initialisation (non-private).
         PrivacyError: a private run without iterations, or a resume that would change the mechanism.
     """
+    if image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape):
+        raise DataError(f"real images have shape {tuple(images.shape[1:])}, expected {image_shape}")
     if not config.privacy.private:
         mech = ExactMechanism(images, labels, num_classes=num_classes, batch_per_class=config.batch_real,
                               classes=classes)
@@ -83,7 +93,10 @@ def run_mechanism(
     gm = GaussianMechanism(
         images, labels, num_classes=num_classes, clip_bounds=clips, classes=classes, noise_seed=noise_seed
     )
-    return gm, plan_private_run(config.privacy, gm, releases=config.resolved_releases)
+    plan = plan_private_run(config.privacy, gm, releases=config.resolved_releases)
+    logger.info("DP: epsilon=%g delta=%g q=%.4f R=%d sigma=%.4f counts=%s", plan.target_epsilon, plan.delta,
+                plan.sample_rate, plan.releases, plan.noise_multiplier, plan.counts)
+    return gm, plan
 
 
 def restore_private(
@@ -144,3 +157,11 @@ def new_accountant(plan: PrivacyPlan | None, mechanism: Mechanism | None) -> Pri
         if sigma0 is not None:
             accountant.step(noise_multiplier=sigma0, sample_rate=1.0)
     return accountant
+
+
+def epsilon_due(accountant: PrivacyAccountant | None, step: int, *, steps: int) -> float | None:
+    """ε spent after step ``step`` (0-based) of ``steps`` when it is logged (about 50 times a run,
+    and at the end), else ``None`` (also for a non-private run: ``accountant`` is ``None``)."""
+    if accountant is None or (step + 1 != steps and (step + 1) % max(1, steps // 50) != 0):
+        return None
+    return accountant.epsilon()
