@@ -15,7 +15,9 @@ gate                      passes when                                           
 ``canary``                canary ε lower bound ε̂ ≤ claimed ε                          —
 ``robustness-sanity``     every attack sanity check passes (only with ``--adv-eps``)   —
 ``robustness-pgd``        PGD accuracy of S ≥ baseline's − margin (``--adv-eps``;      margin 0
-                          both trained by ``robust_protocol``, default standard)
+                          both trained by ``robust_protocol``, default standard);
+                          the baseline is the random real subset, for a private
+                          release the DP prototype baseline of the same (ε, δ)
 ========================  ==========================================================  =========
 
 Why two utility rules: a random real subset publishes members, so it is no alternative to a DP
@@ -24,6 +26,9 @@ is the price of privacy. The fair question is whether condensation beats the sim
 the same budget buys — the per-class mean images released once at (ε, δ)
 (:mod:`securedc.privacy.baseline`); the gap to the random real subset is reported beside it.
 ``private_utility_baseline = "random"`` applies the non-private rule to private releases too.
+The robustness gate of a private release follows the same reasoning
+(``private_robust_baseline``): models trained on S and on the DP prototype baseline are
+attacked the same way.
 
 A missing audit fails its gate (a gate that cannot be checked is not passed),
 except robustness gates when the run is not adversarial and the canary gate when
@@ -89,6 +94,9 @@ class Policy:
         robust_protocol: how the compared models are trained — ``"standard"`` (the evaluation
             protocol) or ``"adversarial"`` (the audit's PGD adversarial-training recipe); S and the
             random real subset are always trained the same way.
+        private_robust_baseline: reference of the robustness gate for a private release:
+            ``"dp-prototypes"`` (models trained on the DP prototype baseline of the same budget)
+            or ``"random"`` (the random real subset, as for non-private releases).
         require_sanity_checks: with ``--adv-eps``, every robustness sanity check must pass.
     """
 
@@ -105,6 +113,7 @@ class Policy:
     robust_metric: str = N.PGD20_ACC
     robust_margin: float = 0.0
     robust_protocol: str = "standard"
+    private_robust_baseline: str = "dp-prototypes"
     require_sanity_checks: bool = True
 
     def problems(self) -> list[str]:
@@ -124,9 +133,9 @@ class Policy:
         if self.robust_metric not in N.ROBUST_METRICS:
             out.append(f"policy robust_metric must be one of {', '.join(N.ROBUST_METRICS)} "
                        f"(got {self.robust_metric!r})")
-        if self.private_utility_baseline not in ("dp-prototypes", "random"):
-            out.append("policy private_utility_baseline must be 'dp-prototypes' or 'random' "
-                       f"(got {self.private_utility_baseline!r})")
+        for name in ("private_utility_baseline", "private_robust_baseline"):
+            if getattr(self, name) not in ("dp-prototypes", "random"):
+                out.append(f"policy {name} must be 'dp-prototypes' or 'random' (got {getattr(self, name)!r})")
         if self.robust_protocol not in ("standard", "adversarial"):
             out.append(f"policy robust_protocol must be 'standard' or 'adversarial' (got {self.robust_protocol!r})")
         return out
@@ -296,7 +305,7 @@ def _canary_gates(result: AuditResult | None, policy: Policy, claimed_epsilon: f
     return [Gate("canary", ok, eps_hat, bound, reason)]
 
 
-def _robustness_gates(result: AuditResult | None, policy: Policy) -> list[Gate]:
+def _robustness_gates(result: AuditResult | None, policy: Policy, private: bool) -> list[Gate]:
     if result is None:
         return [_missing("robustness-pgd", "robustness")]
     gates = []
@@ -313,18 +322,23 @@ def _robustness_gates(result: AuditResult | None, policy: Policy) -> list[Gate]:
         from securedc.audits.robustness import at_metric
 
         metric = at_metric(metric)
+    dp = private and policy.private_robust_baseline == "dp-prototypes"
     value = result.metrics.get(metric, math.nan)
-    base = result.metrics.get(N.baseline(metric), math.nan)
+    base = result.metrics.get(N.dp_baseline(metric) if dp else N.baseline(metric), math.nan)
     bound = base - policy.robust_margin
     ok = math.isfinite(value) and math.isfinite(base) and value >= bound
     label = policy.robust_metric.replace("_acc", "").upper()
+    which = "DP prototype baseline of the same budget" if dp else "random real subset"
     rule = (f"rule: {label} accuracy of models trained on S ({policy.robust_protocol} training) >= that of the "
-            f"random real subset trained the same way - margin {policy.robust_margin:g}")
+            f"{which} trained the same way - margin {policy.robust_margin:g}")
     if not math.isfinite(base):
         reason = f"{label} accuracy of S is {100 * value:.1f} % but no baseline was measured to compare with; {rule}"
     else:
-        reason = (f"{label} accuracy of models trained on S {100 * value:.1f} % vs random real subset "
-                  f"{100 * base:.1f} % (needs ≥ {100 * bound:.1f} %); {rule}")
+        rnd = result.metrics.get(N.baseline(metric), math.nan)
+        aside = (f"; a random real subset, not private, reaches {100 * rnd:.1f} %"
+                 if dp and math.isfinite(rnd) else "")
+        reason = (f"{label} accuracy of models trained on S {100 * value:.1f} % vs {which} "
+                  f"{100 * base:.1f} % (needs ≥ {100 * bound:.1f} %{aside}); {rule}")
     gates.append(Gate("robustness-pgd", bool(ok), value, bound, reason))
     return gates
 
@@ -353,5 +367,5 @@ def certify(
     gates += _mia_gates(results.get(N.MIA), policy)
     gates += _canary_gates(results.get(N.CANARY), policy, claimed_epsilon)
     if adversarial:
-        gates += _robustness_gates(results.get(N.ROBUSTNESS), policy)
+        gates += _robustness_gates(results.get(N.ROBUSTNESS), policy, math.isfinite(claimed_epsilon))
     return Certification(certified=all(g.passed for g in gates), gates=gates, policy=policy.to_dict())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
@@ -83,6 +84,10 @@ class AuditContext:
         config: the release's condensation config (shadow and canary runs reuse it).
         eval_config: the evaluation protocol.
         settings: how much to audit (:class:`AuditConfig`).
+        shared: work the audits of one run share so nothing is computed twice: the trained
+            evaluation models (``shared["models"][(set, architecture)]``, set ∈ ``condensed``,
+            ``random``, ``dp_baseline``; filled by the utility audit, attacked by the robustness
+            audit) and the DP prototype baseline (:meth:`dp_baseline`). Never exported.
     """
 
     images: Tensor
@@ -96,11 +101,44 @@ class AuditContext:
     config: CondenseConfig
     eval_config: EvalConfig
     settings: AuditConfig
+    shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def meta(self) -> dict[str, Any]:
         """``num_classes``, ``mean`` and ``std`` as keyword arguments."""
         return dict(num_classes=self.num_classes, mean=tuple(self.mean), std=tuple(self.std))
+
+    @property
+    def private(self) -> bool:
+        """The release claims a finite ε."""
+        return math.isfinite(self.config.privacy.epsilon)
+
+    def dp_baseline(self) -> tuple[Tensor, Tensor] | None:
+        """The DP prototype baseline of the release's (ε, δ), drawn once per audit run (``None`` if not private).
+
+        The utility and robustness gates of a private release compare against the same draw
+        (:func:`~securedc.privacy.baseline.dp_prototype_baseline`, fresh secret randomness;
+        never released).
+        """
+        if not self.private:
+            return None
+        if "dp_baseline" not in self.shared:
+            import torch
+
+            from securedc.config import default_delta
+            from securedc.privacy.baseline import dp_prototype_baseline
+
+            x, y = self.members
+            ipc = int(torch.bincount(self.labels.cpu(), minlength=self.num_classes).max())
+            delta = self.config.privacy.delta
+            d = float(delta) if delta is not None else default_delta(int(y.numel()))
+            self.shared["dp_baseline"] = dp_prototype_baseline(
+                x, y, ipc=ipc, num_classes=self.num_classes, epsilon=float(self.config.privacy.epsilon), delta=d)
+        return self.shared["dp_baseline"]
+
+    def trained_models(self) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """The shared store of trained evaluation models, keyed ``(set, architecture)``."""
+        return self.shared.setdefault("models", {})
 
     @property
     def steps(self) -> int:

@@ -20,7 +20,7 @@ __all__ = [
     "AUC", "BALANCED_ACCURACY", "TPR_AT_1PCT_FPR", "TPR_AT_0_1PCT_FPR", "MIA_HEADLINE", "ci_low", "ci_high",
     "EPSILON_LOWER_BOUND", "CLAIMED_EPSILON", "NUM_CANARIES",
     "CLEAN_ACC", "FGSM_ACC", "PGD20_ACC", "PGD100_ACC", "AUTOATTACK_ACC", "NOISE_ACC", "ROBUST_METRICS",
-    "baseline",
+    "baseline", "dp_baseline",
 ]
 
 # ---------------------------------------------------------------- audit names (keys of the results dict)
@@ -82,3 +82,8 @@ ROBUST_METRICS = (FGSM_ACC, PGD20_ACC, PGD100_ACC, AUTOATTACK_ACC)
 def baseline(metric: str) -> str:
     """Key of a robustness metric measured on the baseline (random real subset) models."""
     return f"baseline_{metric}"
+
+
+def dp_baseline(metric: str) -> str:
+    """Key of a robustness metric measured on models trained on the DP prototype baseline (private releases)."""
+    return f"dp_baseline_{metric}"

@@ -188,7 +188,7 @@ def _acc_eps_plot(curve: dict[str, Any]) -> str:
     fig = Figure(figsize=(5.5, 3.4))
     ax = fig.add_subplot(1, 1, 1)
     eps = [float(e) for e in curve.get("eps", [])]
-    for key in ("condensed", "baseline"):
+    for key in ("condensed", "baseline", "dp_baseline", "condensed_at", "baseline_at", "dp_baseline_at"):
         vals = curve.get(key)
         if vals:
             ax.plot(eps[: len(vals)], [float(v) for v in vals], marker="o", label=key)
@@ -275,9 +275,12 @@ def _canary_section(r: AuditResult) -> str:
 def _robustness_section(r: AuditResult) -> str:
     parts = ['<h2 id="robustness">Robustness</h2>']
     m = r.metrics
-    keys = [k for k in m if k.endswith("_acc") and not k.startswith(N.baseline(""))]
-    rows = [[_e(k.removesuffix("_acc")), _pct(m.get(k)), _pct(m.get(N.baseline(k), math.nan))] for k in keys]
-    parts.append(_table(["evaluation", "condensed S", "baseline"], rows, cls="robustness"))
+    keys = [k for k in m if k.endswith("_acc") and not k.startswith((N.baseline(""), N.dp_baseline("")))]
+    private = any(k.startswith(N.dp_baseline("")) for k in m)
+    rows = [[_e(k.removesuffix("_acc")), _pct(m.get(k)), _pct(m.get(N.baseline(k), math.nan))]
+            + ([_pct(m.get(N.dp_baseline(k), math.nan))] if private else []) for k in keys]
+    head = ["evaluation", "condensed S", "random real subset"] + (["DP prototype baseline"] if private else [])
+    parts.append(_table(head, rows, cls="robustness"))
     curve = r.details.get("acc_vs_eps")
     if curve and curve.get("eps"):
         parts.append(_acc_eps_plot(curve))

@@ -49,6 +49,8 @@ def run_utility_audit(
     device: str | torch.device = "cpu",
     epsilon: float = math.inf,
     delta: float | None = None,
+    dp_baseline: tuple[Tensor, Tensor] | None = None,
+    models_out: dict[tuple[str, str], tuple[Any, ...]] | None = None,
 ) -> AuditResult:
     """Accuracy of fresh models trained on S vs on a random real subset of the same size.
 
@@ -66,6 +68,10 @@ def run_utility_audit(
             trained on the DP prototype baseline of the same budget
             (:func:`~securedc.privacy.baseline.dp_prototype_baseline`), the reference of the
             utility gate for private releases. ``delta=None`` = the default δ for the members.
+        dp_baseline: that baseline set, when already drawn (private releases; the robustness
+            audit compares against the same draw).
+        models_out: when given, receives the trained models under ``(set, architecture)`` with
+            set ∈ ``condensed``, ``random``, ``dp_baseline`` (the robustness audit attacks them).
 
     Returns:
         :class:`AuditResult` named ``utility`` with metrics ``condensed_acc``, ``random_acc``,
@@ -92,9 +98,12 @@ def run_utility_audit(
     per_arch: dict[str, Any] = {}
     for arch in architectures:
         cfg = dataclasses.replace(eval_config, model=arch)
-        common = dict(num_classes=num_classes, mean=mean, std=std, config=cfg, seed=seed, device=device)
+        common = dict(num_classes=num_classes, mean=mean, std=std, config=cfg, seed=seed, device=device,
+                      keep_models=models_out is not None)
         syn = evaluate_set(images, labels, test_images, test_labels, **common)
         rnd = evaluate_set(rx, ry, test_images, test_labels, **common)
+        if models_out is not None:
+            models_out[("condensed", arch)], models_out[("random", arch)] = syn.models, rnd.models
         metrics[N.per_architecture(N.CONDENSED_ACC, arch)] = syn.mean
         metrics[N.per_architecture(N.RANDOM_ACC, arch)] = rnd.mean
         metrics[N.per_architecture(N.CONDENSED_STD, arch)] = syn.std
@@ -110,11 +119,15 @@ def run_utility_audit(
         from securedc.privacy.baseline import dp_prototype_baseline
 
         d = float(delta) if delta is not None else default_delta(int(train_labels.numel()))
-        bx, by = dp_prototype_baseline(train_images, train_labels, ipc=ipc, num_classes=num_classes,
-                                       epsilon=float(epsilon), delta=d)
+        if dp_baseline is None:
+            dp_baseline = dp_prototype_baseline(train_images, train_labels, ipc=ipc, num_classes=num_classes,
+                                                epsilon=float(epsilon), delta=d)
+        bx, by = dp_baseline
         cfg = dataclasses.replace(eval_config, model=main)
         dpb = evaluate_set(bx, by, test_images, test_labels, num_classes=num_classes, mean=mean, std=std,
-                           config=cfg, seed=seed, device=device)
+                           config=cfg, seed=seed, device=device, keep_models=models_out is not None)
+        if models_out is not None:
+            models_out[("dp_baseline", main)] = dpb.models
         metrics[N.DP_BASELINE_ACC], metrics[N.DP_BASELINE_STD] = dpb.mean, dpb.std
         per_arch[main]["dp_baseline"] = dpb.to_dict()
         notes.append(f"DP baseline: per-class mean images of the members released once at the same "

@@ -15,7 +15,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -36,13 +36,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Test accuracies of fresh models trained on one training set."""
+    """Test accuracies of fresh models trained on one training set.
+
+    ``models`` holds the trained models when :func:`evaluate_set` was asked to keep them
+    (``keep_models=True``; the audits attack the utility audit's models instead of training
+    them again); it is not part of :meth:`to_dict`.
+    """
 
     model: str
     accuracies: list[float]
     epochs: int
     train_size: int
     seconds: float
+    models: tuple[nn.Module, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def mean(self) -> float:
@@ -53,7 +59,8 @@ class EvalResult:
         return statistics.pstdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "mean": self.mean, "std": self.std}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "models"}
+        return {**out, "accuracies": list(self.accuracies), "mean": self.mean, "std": self.std}
 
     def __str__(self) -> str:
         return f"{100 * self.mean:.1f} ± {100 * self.std:.1f} % ({self.model}, {len(self.accuracies)} models)"
@@ -175,8 +182,12 @@ def evaluate_set(
     device: str | torch.device = "cpu",
     soft_labels: Tensor | None = None,
     adversarial: PGDRecipe | None = None,
+    keep_models: bool = False,
 ) -> EvalResult:
     """Mean ± std test accuracy of ``config.models`` fresh models trained on (images, labels).
+
+    Model ``k`` is :func:`train_model` with seed ``seed * 1000 + k``; ``keep_models`` returns
+    the trained models in :attr:`EvalResult.models`.
 
     Example:
         >>> from securedc.data import load_dataset
@@ -191,13 +202,15 @@ def evaluate_set(
     if problems:
         raise ConfigError("; ".join(problems))
     t0 = time.perf_counter()
-    accs = []
+    accs, models = [], []
     for k in range(config.models):
         model = train_model(
             images, labels, num_classes=num_classes, mean=mean, std=std, config=config,
             seed=seed * 1000 + k, device=device, soft_labels=soft_labels, adversarial=adversarial,
         )
         accs.append(accuracy(model, test_images, test_labels))
+        if keep_models:
+            models.append(model)
         logger.info("eval model %d/%d: %.4f", k + 1, config.models, accs[-1])
     return EvalResult(
         model=config.model,
@@ -205,6 +218,7 @@ def evaluate_set(
         epochs=config.epochs,
         train_size=int(images.shape[0]),
         seconds=time.perf_counter() - t0,
+        models=tuple(models),
     )
 
 

@@ -32,8 +32,10 @@ def _canary(eps_hat: float = 0.5, claimed: float = 1.0) -> AuditResult:
     return AuditResult("canary", {"epsilon_lower_bound": eps_hat, "claimed_epsilon": claimed})
 
 
-def _robust(pgd: float = 0.4, base: float = 0.3, sane: bool = True) -> AuditResult:
-    return AuditResult("robustness", {"clean_acc": 0.8, "pgd20_acc": pgd, "baseline_pgd20_acc": base},
+def _robust(pgd: float = 0.4, base: float = 0.3, sane: bool = True, dp_base: float | None = None) -> AuditResult:
+    """Robustness results; a private release's DP baseline defaults to the random subset's accuracy."""
+    return AuditResult("robustness", {"clean_acc": 0.8, "pgd20_acc": pgd, "baseline_pgd20_acc": base,
+                                      "dp_baseline_pgd20_acc": base if dp_base is None else dp_base},
                        details={"sanity_checks": [{"name": "pgd<=fgsm", "passed": True, "detail": ""},
                                                   {"name": "eps=1 -> 0", "passed": sane, "detail": "x"}]})
 
@@ -195,3 +197,22 @@ def test_dp_release_passes_mia_gate_and_canary_bound(digits) -> None:
     canary = out.results["canary"]
     assert canary.metrics["epsilon_lower_bound"] <= 1.0 and gates["canary"].passed
     assert set(out.results) == {"utility", "mia", "canary"}
+
+
+def test_private_robustness_gate_compares_with_the_dp_baseline() -> None:
+    """A private release's robust accuracy is judged against the DP prototype baseline of its budget;
+    ``private_robust_baseline = "random"`` restores the random-subset rule; non-private releases keep it."""
+    res = {"utility": _utility(), "mia": _mia(), "canary": _canary(),
+           "robustness": _robust(pgd=0.5, base=0.7, dp_base=0.45)}
+    gate = _gate(certify(res, claimed_epsilon=1.0, adversarial=True), "robustness-pgd")
+    assert gate.passed and gate.threshold == pytest.approx(0.45)
+    assert "DP prototype baseline" in gate.reason and "random real subset, not private, reaches 70.0 %" in gate.reason
+    strict = certify(res, Policy(private_robust_baseline="random"), claimed_epsilon=1.0, adversarial=True)
+    assert not _gate(strict, "robustness-pgd").passed
+    public = certify(res, claimed_epsilon=INF, adversarial=True)
+    assert not _gate(public, "robustness-pgd").passed and _gate(public, "robustness-pgd").threshold == pytest.approx(0.7)
+    missing = {**res, "robustness": AuditResult("robustness", {"pgd20_acc": 0.5, "baseline_pgd20_acc": 0.3},
+                                                details={"sanity_checks": [{"name": "a", "passed": True}]})}
+    assert not _gate(certify(missing, claimed_epsilon=1.0, adversarial=True), "robustness-pgd").passed
+    with pytest.raises(ConfigError, match="private_robust_baseline"):
+        Policy(private_robust_baseline="none").validate()

@@ -86,8 +86,31 @@ def test_run_robustness_audit_condensed_vs_baseline(digits):
                              baseline=base, max_test=200, quick=True)
     d = r.to_dict()
     json.dumps(d)
-    for key in ("clean_acc", "fgsm_acc", "pgd20_acc", "pgd100_acc", "autoattack_acc"):
-        assert key in r.metrics and "baseline_" + key in r.metrics
-    assert set(r.details["acc_vs_eps"]) == {"eps", "condensed", "baseline"}
+    # quick mode: headline attacks on every model, the full suite on the first model trained on S
+    for key in ("clean_acc", "fgsm_acc", "pgd20_acc", "pgd100_acc"):
+        assert key in r.metrics and "at_" + key in r.metrics
+    for key in ("clean_acc", "fgsm_acc", "pgd20_acc"):
+        assert "baseline_" + key in r.metrics and "baseline_at_" + key in r.metrics
+    assert "baseline_pgd100_acc" not in r.metrics
+    assert set(r.details["acc_vs_eps"]) == {"eps", "condensed", "condensed_at"}
+    assert r.details["sanity_checks"] and not any(c["name"].startswith("baseline") for c in r.details["sanity_checks"])
     assert r.passed == all(c["passed"] for c in r.details["sanity_checks"])
     assert any("quick" in n for n in r.notes)
+    assert len(r.details["per_model"]["condensed"]) == 2 and len(r.details["per_model"]["condensed_at"]) == 1
+
+
+def test_standard_protocol_attacks_given_models_and_the_dp_baseline(digits, trained):
+    """Models trained by the utility audit are attacked, not retrained; a DP baseline gets its own metrics."""
+    from securedc.evaluate import accuracy
+
+    x, y = random_subset(digits.train_images, digits.train_labels, 5, seed=3)
+    dpb = random_subset(digits.train_images, digits.train_labels, 5, seed=5)
+    tx, ty = digits.test_images[:60], digits.test_labels[:60]
+    r = run_robustness_audit(x, y, tx, ty, num_classes=10, mean=digits.mean, std=digits.std, eps=0.1,
+                             eval_config=EvalConfig(models=1, epochs=5, dsa="none", model="mlp"), dp_baseline=dpb,
+                             protocols=("standard",), quick=True, trained={"condensed": [trained]})
+    assert r.metrics["clean_acc"] == pytest.approx(accuracy(trained, tx, ty))  # the given model, not a new one
+    assert any("not trained again" in n and "condensed" in n for n in r.notes)
+    for key in ("clean_acc", "fgsm_acc", "pgd20_acc"):
+        assert "dp_baseline_" + key in r.metrics and "dp_baseline_" + key.removesuffix("_acc") + "_ci95" in r.metrics
+    assert r.details["baselines"] == ["dp_baseline"]
