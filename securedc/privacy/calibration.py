@@ -13,9 +13,9 @@ The accountant composes exactly this history, ``[(σ_p or σ₀, 1, 1), (σ, q, 
 calibrated so that the whole history spends ε.
 
 **Why prototypes.** Per-class mean images are the most informative single statistic a small
-budget can buy: on 8×8 digits (≈ 115 members per class) a ConvNet trained on DP class means
-alone reaches 87 % at ε = 8 and 71 % at ε = 1, while matching random-network features from
-noise initialisation reached 86 % and 33 % (docs/benchmarks.md). The prototypes initialise S
+budget can buy: on 8×8 digits (≈ 108 members per class) a ConvNet trained on DP class means
+released with the whole budget reaches 88 % at ε = 8 and 82 % at ε = 1, while matching
+random-network features from noise initialisation reaches 57 % and 12 % (docs/privacy.md). The prototypes initialise S
 (plus public noise for diversity) and the feature releases refine it.
 
 **Signal-to-noise rule for q.** Each release's class statistic is ``(sum + N(0, σ²C²)) / (q N_c)``.
