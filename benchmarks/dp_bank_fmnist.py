@@ -76,7 +76,7 @@ def main() -> None:
     if args.random_baseline:
         rx, ry = random_subset(bundle.train_images, bundle.train_labels, args.ipc, seed=1)
         acc = evaluate_set(rx, ry, bundle.test_images, bundle.test_labels, num_classes=bundle.num_classes,
-                           mean=bundle.mean, std=bundle.std, config=ev, seed=0)
+                           mean=bundle.mean, std=bundle.std, config=ev, seed=0, device=cfg.resolved_device)
         rows.append({"epsilon_target": "random real subset (not private)", "accuracy_mean": acc.mean, "accuracy_std": acc.std})
     machine = f"{platform.machine()} {torch.get_num_threads()} threads, device {args.device}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
