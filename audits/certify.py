@@ -89,7 +89,10 @@ class Policy:
         canary_slack: ε̂ may exceed the claimed ε by this much (0 = strict; the bound is already a
             one-sided 95 % lower confidence bound).
         robust_metric: metric of the robustness audit compared with the baseline's
-            (``pgd20_acc``, ``pgd100_acc`` or ``autoattack_acc``).
+            (``pgd20_acc``, ``pgd100_acc`` or ``autoattack_acc``). The quick audit (the
+            ``securedc condense`` default) measures FGSM and PGD-20 on every model; PGD-100 and
+            AutoAttack on the baselines need a thorough audit, else the gate has nothing to
+            compare with and fails.
         robust_margin: robust accuracy of S may be at most this much below the baseline's.
         robust_protocol: how the compared models are trained — ``"standard"`` (the evaluation
             protocol) or ``"adversarial"`` (the audit's PGD adversarial-training recipe); S and the
