@@ -24,7 +24,8 @@ Why two utility rules: a random real subset publishes members, so it is no alter
 release and comparing against it would refuse every private release at small ε for a cost that
 is the price of privacy. The fair question is whether condensation beats the simplest release
 the same budget buys — the per-class mean images released once at (ε, δ)
-(:mod:`securedc.privacy.baseline`); the gap to the random real subset is reported beside it.
+(:mod:`securedc.privacy.baseline`; each evaluation model trains on its own draw, so the reference
+is the baseline's expected accuracy); the gap to the random real subset is reported beside it.
 ``private_utility_baseline = "random"`` applies the non-private rule to private releases too.
 The robustness gate of a private release follows the same reasoning
 (``private_robust_baseline``): models trained on S and on the DP prototype baseline are

@@ -87,7 +87,7 @@ class AuditContext:
         shared: work the audits of one run share so nothing is computed twice: the trained
             evaluation models (``shared["models"][(set, architecture)]``, set ∈ ``condensed``,
             ``random``, ``dp_baseline``; filled by the utility audit, attacked by the robustness
-            audit) and the DP prototype baseline (:meth:`dp_baseline`). Never exported.
+            audit) and the DP prototype baseline draws (:meth:`dp_baselines`). Never exported.
     """
 
     images: Tensor
@@ -113,16 +113,19 @@ class AuditContext:
         """The release claims a finite ε."""
         return math.isfinite(self.config.privacy.epsilon)
 
-    def dp_baseline(self) -> tuple[Tensor, Tensor] | None:
-        """The DP prototype baseline of the release's (ε, δ), drawn once per audit run (``None`` if not private).
+    def dp_baselines(self) -> list[tuple[Tensor, Tensor]] | None:
+        """Draws of the DP prototype baseline of the release's (ε, δ), one per evaluation model
+        (``None`` if not private); made once per audit run.
 
-        The utility and robustness gates of a private release compare against the same draw
-        (:func:`~securedc.privacy.baseline.dp_prototype_baseline`, fresh secret randomness;
-        never released).
+        The gates of a private release compare against the baseline's *expected* accuracy, so
+        each model is trained on its own independent draw (the noise of a single draw moves its
+        accuracy by several points on small data); the utility and robustness audits use the
+        same draws (:func:`~securedc.privacy.baseline.dp_prototype_baseline`, fresh secret
+        randomness each; never released).
         """
         if not self.private:
             return None
-        if "dp_baseline" not in self.shared:
+        if "dp_baselines" not in self.shared:
             import torch
 
             from securedc.config import default_delta
@@ -132,9 +135,11 @@ class AuditContext:
             ipc = int(torch.bincount(self.labels.cpu(), minlength=self.num_classes).max())
             delta = self.config.privacy.delta
             d = float(delta) if delta is not None else default_delta(int(y.numel()))
-            self.shared["dp_baseline"] = dp_prototype_baseline(
-                x, y, ipc=ipc, num_classes=self.num_classes, epsilon=float(self.config.privacy.epsilon), delta=d)
-        return self.shared["dp_baseline"]
+            self.shared["dp_baselines"] = [
+                dp_prototype_baseline(x, y, ipc=ipc, num_classes=self.num_classes,
+                                      epsilon=float(self.config.privacy.epsilon), delta=d)
+                for _ in range(max(1, self.eval_config.models))]
+        return self.shared["dp_baselines"]
 
     def trained_models(self) -> dict[tuple[str, str], tuple[Any, ...]]:
         """The shared store of trained evaluation models, keyed ``(set, architecture)``."""

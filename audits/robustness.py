@@ -373,7 +373,7 @@ def run_robustness_audit(
     eps: float,
     eval_config: EvalConfig,
     baseline: tuple[Tensor, Tensor] | None = None,
-    dp_baseline: tuple[Tensor, Tensor] | None = None,
+    dp_baseline: Sequence[tuple[Tensor, Tensor]] | None = None,
     seed: int = 0,
     max_test: int = 1000,
     autoattack: bool = True,
@@ -408,7 +408,8 @@ def run_robustness_audit(
         eps: L∞ radius (e.g. 8/255, 0.1).
         eval_config: training protocol; ``eval_config.models`` fresh models per set.
         baseline: the random real subset; ``None`` draws no baseline.
-        dp_baseline: the DP prototype baseline of a private release (the reference of its gate).
+        dp_baseline: draws of the DP prototype baseline of a private release (the reference of
+            its gate); model k trains on draw ``k mod len`` (as in the utility audit).
         seed: seeds training, test subsample and attacks; the global RNG is untouched.
         max_test: number of test images attacked.
         autoattack: run the AutoAttack suite (the final word on robustness).
@@ -438,7 +439,8 @@ def run_robustness_audit(
     t0 = time.perf_counter()
     settings = AttackSettings.quick() if quick else AttackSettings.standard()
     tx, ty = _subsample(test_images, test_labels, max_test, seed)
-    sets = {"condensed": (images, labels), "baseline": baseline, "dp_baseline": dp_baseline}
+    sets = {"condensed": [(images, labels)], "baseline": [baseline] if baseline is not None else None,
+            "dp_baseline": list(dp_baseline) if dp_baseline else None}
     sets = {k: v for k, v in sets.items() if v is not None}
     trained = trained or {}
     metrics: dict[str, float] = {}
@@ -450,11 +452,12 @@ def run_robustness_audit(
         for protocol in protocols:
             at = protocol == "adversarial"
             n_models = 1 if (quick and at) else eval_config.models
-            for name, (x, y) in sets.items():
+            for name, draws in sets.items():
                 models = list(trained.get(name, ()))[:n_models] if not at else []
                 if models:
                     reused.append(name)
                 for k in range(len(models), n_models):
+                    x, y = draws[k % len(draws)]
                     models.append(train_model(x, y, num_classes=num_classes, mean=mean, std=std, config=eval_config,
                                               seed=seed * 1000 + k, device=device,
                                               soft_labels=soft_labels if name == "condensed" else None,
@@ -559,7 +562,7 @@ class RobustnessAudit(Audit):
             ctx.images, ctx.labels, ctx.test[0], ctx.test[1], eps=ctx.config.adversarial.eps,
             eval_config=ctx.eval_config, seed=ctx.config.seed, quick=quick, autoattack=not quick, max_test=max_test,
             baseline=random_subset(ctx.members[0], ctx.members[1], ipc, seed=ctx.config.seed + 1),
-            dp_baseline=ctx.dp_baseline(), trained=trained, device=ctx.config.device, **ctx.meta,
+            dp_baseline=ctx.dp_baselines(), trained=trained, device=ctx.config.device, **ctx.meta,
         )
 
     def run(self, images: Tensor, labels: Tensor, test_images: Tensor, test_labels: Tensor, *,

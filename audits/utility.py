@@ -29,7 +29,7 @@ from securedc.audits.base import AuditResult
 from securedc.config import EvalConfig
 from securedc.errors import ConfigError, DataError
 
-__all__ = ["run_utility_audit", "evaluation_section"]
+__all__ = ["run_utility_audit", "evaluate_draws", "evaluation_section"]
 
 
 def run_utility_audit(
@@ -49,7 +49,7 @@ def run_utility_audit(
     device: str | torch.device = "cpu",
     epsilon: float = math.inf,
     delta: float | None = None,
-    dp_baseline: tuple[Tensor, Tensor] | None = None,
+    dp_baseline: Sequence[tuple[Tensor, Tensor]] | None = None,
     models_out: dict[tuple[str, str], tuple[Any, ...]] | None = None,
 ) -> AuditResult:
     """Accuracy of fresh models trained on S vs on a random real subset of the same size.
@@ -68,8 +68,9 @@ def run_utility_audit(
             trained on the DP prototype baseline of the same budget
             (:func:`~securedc.privacy.baseline.dp_prototype_baseline`), the reference of the
             utility gate for private releases. ``delta=None`` = the default δ for the members.
-        dp_baseline: that baseline set, when already drawn (private releases; the robustness
-            audit compares against the same draw).
+        dp_baseline: draws of that baseline, when already made (private releases): model k is
+            trained on draw ``k mod len`` (its expected accuracy, not one draw's luck); the
+            robustness audit uses the same draws. ``None`` makes one draw per model here.
         models_out: when given, receives the trained models under ``(set, architecture)`` with
             set ∈ ``condensed``, ``random``, ``dp_baseline`` (the robustness audit attacks them).
 
@@ -120,18 +121,18 @@ def run_utility_audit(
 
         d = float(delta) if delta is not None else default_delta(int(train_labels.numel()))
         if dp_baseline is None:
-            dp_baseline = dp_prototype_baseline(train_images, train_labels, ipc=ipc, num_classes=num_classes,
-                                                epsilon=float(epsilon), delta=d)
-        bx, by = dp_baseline
+            dp_baseline = [dp_prototype_baseline(train_images, train_labels, ipc=ipc, num_classes=num_classes,
+                                                 epsilon=float(epsilon), delta=d) for _ in range(eval_config.models)]
         cfg = dataclasses.replace(eval_config, model=main)
-        dpb = evaluate_set(bx, by, test_images, test_labels, num_classes=num_classes, mean=mean, std=std,
-                           config=cfg, seed=seed, device=device, keep_models=models_out is not None)
+        dpb = evaluate_draws(dp_baseline, test_images, test_labels, num_classes=num_classes, mean=mean, std=std,
+                             config=cfg, seed=seed, device=device)
         if models_out is not None:
             models_out[("dp_baseline", main)] = dpb.models
         metrics[N.DP_BASELINE_ACC], metrics[N.DP_BASELINE_STD] = dpb.mean, dpb.std
         per_arch[main]["dp_baseline"] = dpb.to_dict()
         notes.append(f"DP baseline: per-class mean images of the members released once at the same "
-                     f"(epsilon={float(epsilon):g}, delta={d:g}), {ipc} copies per class ({main})")
+                     f"(epsilon={float(epsilon):g}, delta={d:g}), {ipc} copies per class ({main}); each model is "
+                     f"trained on its own draw ({len(dp_baseline)} draws)")
     return AuditResult(
         name=N.UTILITY,
         metrics=metrics,
@@ -147,6 +148,35 @@ def run_utility_audit(
         seconds=time.perf_counter() - t0,
         notes=notes,
     )
+
+
+def evaluate_draws(
+    draws: Sequence[tuple[Tensor, Tensor]],
+    test_images: Tensor,
+    test_labels: Tensor,
+    *,
+    num_classes: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    config: EvalConfig,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> Any:
+    """Like :func:`~securedc.evaluate.evaluate_set`, but model ``k`` trains on ``draws[k mod len]``
+    (seed ``seed * 1000 + k``): the expected accuracy of a randomised training set; models kept."""
+    from securedc.evaluate import EvalResult, accuracy, train_model
+
+    if not draws:
+        raise DataError("evaluate_draws needs at least one training set")
+    t0 = time.perf_counter()
+    models, accs = [], []
+    for k in range(config.models):
+        x, y = draws[k % len(draws)]
+        models.append(train_model(x, y, num_classes=num_classes, mean=mean, std=std, config=config,
+                                  seed=seed * 1000 + k, device=device))
+        accs.append(accuracy(models[-1], test_images, test_labels))
+    return EvalResult(model=config.model, accuracies=accs, epochs=config.epochs, train_size=int(draws[0][0].shape[0]),
+                      seconds=time.perf_counter() - t0, models=tuple(models))
 
 
 def evaluation_section(result: AuditResult) -> dict[str, Any]:

@@ -39,7 +39,7 @@ class UtilityAudit(Audit):
         from securedc.audits.utility import run_utility_audit
 
         budget = {"epsilon": ctx.config.privacy.epsilon, "delta": ctx.config.privacy.delta,  # DP baseline
-                  "dp_baseline": ctx.dp_baseline(), "models_out": ctx.trained_models()}
+                  "dp_baseline": ctx.dp_baselines(), "models_out": ctx.trained_models()}
         return run_utility_audit(
             images=ctx.images, labels=ctx.labels, train_images=ctx.members[0], train_labels=ctx.members[1],
             test_images=ctx.test[0], test_labels=ctx.test[1], eval_config=ctx.eval_config, seed=ctx.config.seed,

@@ -147,3 +147,23 @@ def test_utility_audit_trains_the_dp_baseline_of_the_same_budget(digits) -> None
     plain = run_utility_audit(x, y, digits.train_images, digits.train_labels, digits.test_images, digits.test_labels,
                               **common)
     assert N.DP_BASELINE_ACC not in plain.metrics
+
+
+def test_dp_baseline_draws_one_per_model(digits) -> None:
+    """Model k of the DP baseline trains on draw k: the gate sees the baseline's expected accuracy,
+    and the trained models are handed on for the robustness audit."""
+    from securedc.audits.utility import run_utility_audit
+    from securedc.evaluate import random_subset
+
+    good = random_subset(digits.train_images, digits.train_labels, 3, seed=0)
+    blank = (torch.zeros_like(good[0]), good[1])  # an uninformative draw
+    store: dict = {}
+    res = run_utility_audit(good[0], good[1], digits.train_images, digits.train_labels, digits.test_images,
+                            digits.test_labels, num_classes=10, mean=digits.mean, std=digits.std,
+                            architectures=("convnet",), eval_config=EvalConfig(models=2, epochs=30, dsa="none"),
+                            epsilon=8.0, delta=1e-5, dp_baseline=[good, blank], models_out=store)
+    accs = res.details["per_architecture"]["convnet"]["dp_baseline"]["accuracies"]
+    assert accs[1] < 0.25 and accs[0] > accs[1] + 0.2
+    assert res.metrics[N.DP_BASELINE_ACC] == pytest.approx(sum(accs) / 2)
+    assert len(store[("dp_baseline", "convnet")]) == 2 and len(store[("condensed", "convnet")]) == 2
+    assert any("2 draws" in n for n in res.notes)

@@ -107,7 +107,7 @@ def test_standard_protocol_attacks_given_models_and_the_dp_baseline(digits, trai
     dpb = random_subset(digits.train_images, digits.train_labels, 5, seed=5)
     tx, ty = digits.test_images[:60], digits.test_labels[:60]
     r = run_robustness_audit(x, y, tx, ty, num_classes=10, mean=digits.mean, std=digits.std, eps=0.1,
-                             eval_config=EvalConfig(models=1, epochs=5, dsa="none", model="mlp"), dp_baseline=dpb,
+                             eval_config=EvalConfig(models=1, epochs=5, dsa="none", model="mlp"), dp_baseline=[dpb],
                              protocols=("standard",), quick=True, trained={"condensed": [trained]})
     assert r.metrics["clean_acc"] == pytest.approx(accuracy(trained, tx, ty))  # the given model, not a new one
     assert any("not trained again" in n and "condensed" in n for n in r.notes)
