@@ -128,17 +128,13 @@ class AuditContext:
         if "dp_baselines" not in self.shared:
             import torch
 
-            from securedc.config import default_delta
-            from securedc.privacy.baseline import dp_prototype_baseline
+            from securedc.privacy.baseline import baseline_delta, dp_prototype_draws
 
             x, y = self.members
             ipc = int(torch.bincount(self.labels.cpu(), minlength=self.num_classes).max())
-            delta = self.config.privacy.delta
-            d = float(delta) if delta is not None else default_delta(int(y.numel()))
-            self.shared["dp_baselines"] = [
-                dp_prototype_baseline(x, y, ipc=ipc, num_classes=self.num_classes,
-                                      epsilon=float(self.config.privacy.epsilon), delta=d)
-                for _ in range(max(1, self.eval_config.models))]
+            self.shared["dp_baselines"] = dp_prototype_draws(
+                x, y, ipc=ipc, num_classes=self.num_classes, epsilon=float(self.config.privacy.epsilon),
+                delta=baseline_delta(self.config.privacy.delta, int(y.numel())), draws=self.eval_config.models)
         return self.shared["dp_baselines"]
 
     def trained_models(self) -> dict[tuple[str, str], tuple[Any, ...]]:

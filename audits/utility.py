@@ -29,7 +29,7 @@ from securedc.audits.base import AuditResult
 from securedc.config import EvalConfig
 from securedc.errors import ConfigError, DataError
 
-__all__ = ["run_utility_audit", "evaluate_draws", "evaluation_section"]
+__all__ = ["run_utility_audit", "evaluation_section"]
 
 
 def run_utility_audit(
@@ -85,7 +85,7 @@ def run_utility_audit(
         ConfigError: no architecture given.
         DataError: S has more images per class than the real data.
     """
-    from securedc.evaluate import evaluate_set, random_subset
+    from securedc.evaluate import evaluate_draws, evaluate_set, random_subset
 
     if not architectures:
         raise ConfigError("the utility audit needs at least one architecture, e.g. ('convnet', 'mlp')")
@@ -116,16 +116,15 @@ def run_utility_audit(
     notes = [f"{eval_config.models} fresh model(s) per architecture and training set; the random subset has "
              f"{ipc} real image(s) per class drawn from the data the condenser saw"]
     if math.isfinite(epsilon):
-        from securedc.config import default_delta
-        from securedc.privacy.baseline import dp_prototype_baseline
+        from securedc.privacy.baseline import baseline_delta, dp_prototype_draws
 
-        d = float(delta) if delta is not None else default_delta(int(train_labels.numel()))
+        d = baseline_delta(delta, int(train_labels.numel()))
         if dp_baseline is None:
-            dp_baseline = [dp_prototype_baseline(train_images, train_labels, ipc=ipc, num_classes=num_classes,
-                                                 epsilon=float(epsilon), delta=d) for _ in range(eval_config.models)]
+            dp_baseline = dp_prototype_draws(train_images, train_labels, ipc=ipc, num_classes=num_classes,
+                                             epsilon=float(epsilon), delta=d, draws=eval_config.models)
         cfg = dataclasses.replace(eval_config, model=main)
         dpb = evaluate_draws(dp_baseline, test_images, test_labels, num_classes=num_classes, mean=mean, std=std,
-                             config=cfg, seed=seed, device=device)
+                             config=cfg, seed=seed, device=device, keep_models=models_out is not None)
         if models_out is not None:
             models_out[("dp_baseline", main)] = dpb.models
         metrics[N.DP_BASELINE_ACC], metrics[N.DP_BASELINE_STD] = dpb.mean, dpb.std
@@ -148,35 +147,6 @@ def run_utility_audit(
         seconds=time.perf_counter() - t0,
         notes=notes,
     )
-
-
-def evaluate_draws(
-    draws: Sequence[tuple[Tensor, Tensor]],
-    test_images: Tensor,
-    test_labels: Tensor,
-    *,
-    num_classes: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    config: EvalConfig,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> Any:
-    """Like :func:`~securedc.evaluate.evaluate_set`, but model ``k`` trains on ``draws[k mod len]``
-    (seed ``seed * 1000 + k``): the expected accuracy of a randomised training set; models kept."""
-    from securedc.evaluate import EvalResult, accuracy, train_model
-
-    if not draws:
-        raise DataError("evaluate_draws needs at least one training set")
-    t0 = time.perf_counter()
-    models, accs = [], []
-    for k in range(config.models):
-        x, y = draws[k % len(draws)]
-        models.append(train_model(x, y, num_classes=num_classes, mean=mean, std=std, config=config,
-                                  seed=seed * 1000 + k, device=device))
-        accs.append(accuracy(models[-1], test_images, test_labels))
-    return EvalResult(model=config.model, accuracies=accs, epochs=config.epochs, train_size=int(draws[0][0].shape[0]),
-                      seconds=time.perf_counter() - t0, models=tuple(models))
 
 
 def evaluation_section(result: AuditResult) -> dict[str, Any]:

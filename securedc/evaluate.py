@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -29,7 +29,7 @@ from securedc.errors import ConfigError, DataError
 from securedc.models import seeded_model
 from securedc.robust import PGDRecipe, check_soft_labels, soft_label_loss
 
-__all__ = ["EvalResult", "train_model", "accuracy", "evaluate_set", "random_subset"]
+__all__ = ["EvalResult", "train_model", "accuracy", "evaluate_set", "evaluate_draws", "random_subset"]
 
 logger = logging.getLogger(__name__)
 
@@ -198,12 +198,42 @@ def evaluate_set(
         >>> r.mean > 0.3
         True
     """
+    return evaluate_draws([(images, labels)], test_images, test_labels, num_classes=num_classes, mean=mean,
+                          std=std, config=config, seed=seed, device=device, soft_labels=soft_labels,
+                          adversarial=adversarial, keep_models=keep_models)
+
+
+def evaluate_draws(
+    draws: Sequence[tuple[Tensor, Tensor]],
+    test_images: Tensor,
+    test_labels: Tensor,
+    *,
+    num_classes: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    config: EvalConfig = EvalConfig(),
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    soft_labels: Tensor | None = None,
+    adversarial: PGDRecipe | None = None,
+    keep_models: bool = False,
+) -> EvalResult:
+    """:func:`evaluate_set` over a randomised training set: model ``k`` trains on ``draws[k mod len]``
+    (seed ``seed * 1000 + k``), so the mean is the expected accuracy over draws.
+
+    Raises:
+        ConfigError: an invalid evaluation protocol.
+        DataError: no training set given.
+    """
     problems = config.problems()
     if problems:
         raise ConfigError("; ".join(problems))
+    if not draws:
+        raise DataError("evaluation needs at least one training set")
     t0 = time.perf_counter()
     accs, models = [], []
     for k in range(config.models):
+        images, labels = draws[k % len(draws)]
         model = train_model(
             images, labels, num_classes=num_classes, mean=mean, std=std, config=config,
             seed=seed * 1000 + k, device=device, soft_labels=soft_labels, adversarial=adversarial,
@@ -216,7 +246,7 @@ def evaluate_set(
         model=config.model,
         accuracies=accs,
         epochs=config.epochs,
-        train_size=int(images.shape[0]),
+        train_size=int(draws[0][0].shape[0]),
         seconds=time.perf_counter() - t0,
         models=tuple(models),
     )

@@ -31,7 +31,7 @@ from torch import Tensor
 from securedc.privacy.calibration import calibrate_noise
 from securedc.privacy.mechanism import GaussianMechanism
 
-__all__ = ["dp_prototype_baseline"]
+__all__ = ["dp_prototype_baseline", "dp_prototype_draws", "baseline_delta"]
 
 
 def dp_prototype_baseline(
@@ -65,3 +65,26 @@ def dp_prototype_baseline(
     protos, _ = mech.release_prototypes(noise_multiplier=sigma, with_counts=True)
     out = protos.repeat_interleave(ipc, dim=0)
     return out, torch.arange(num_classes).repeat_interleave(ipc)
+
+
+def baseline_delta(delta: float | None, num_members: int) -> float:
+    """δ of the baseline: the release's, or the default δ for ``num_members`` examples (as a run without ``--delta``)."""
+    from securedc.config import default_delta
+
+    return float(delta) if delta is not None else default_delta(num_members)
+
+
+def dp_prototype_draws(
+    images: Tensor,
+    labels: Tensor,
+    *,
+    ipc: int,
+    num_classes: int,
+    epsilon: float,
+    delta: float,
+    draws: int,
+) -> list[tuple[Tensor, Tensor]]:
+    """``draws`` independent draws of :func:`dp_prototype_baseline` (at least one), one per evaluation
+    model: the gates compare with the baseline's expected accuracy, not one draw's."""
+    return [dp_prototype_baseline(images, labels, ipc=ipc, num_classes=num_classes, epsilon=epsilon, delta=delta)
+            for _ in range(max(1, draws))]
