@@ -64,7 +64,10 @@ def _privacy_notice(condenser: Condenser, mechanism: Any, config: CondenseConfig
     plan = condenser.plan
     return Notice("info", f"target ε={config.privacy.epsilon:g}, δ={plan.delta:g}, R={plan.releases} releases at "
                           f"q={plan.sample_rate:g}, σ={plan.noise_multiplier:.4f}, C={mechanism.sensitivity:.3g}, "
-                          f"counts {plan.counts}; {config.iterations} optimisation steps", label="DP")
+                          f"counts {plan.counts}; {config.iterations} optimisation steps"
+                          + (f"; bank signal-to-noise {plan.bank_snr:.2f}: prototype top-up σ_B="
+                             f"{plan.top_up_noise_multiplier:.4f}, releases add σ'={plan.release_sigma:.4f} "
+                             f"(accounted as σ)" if plan.top_up_noise_multiplier is not None else ""), label="DP")
 
 
 def _steps(say: Progress, description: str, total: int) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 from securedc.bank import StatisticsBank
 from securedc.errors import ConfigError
 from securedc.privacy import GaussianMechanism, Mechanism, PrivacyAccountant, PrivacyPlan
+from securedc.privacy.calibration import TOP_UP_SNR
 from securedc.terms import Term
 
 __all__ = ["NOT_COVERED", "privacy_section", "from_bank_section", "write_bank"]
@@ -89,6 +90,11 @@ def privacy_section(
                else "; class counts released once through a Gaussian mechanism, composed")
             + ("; per-class mean images (prototypes, the initialisation of S) released once through a "
                "full-batch Gaussian mechanism, composed" if recorded.get("prototype_noise_multiplier") else "")
+            + (f"; bank signal-to-noise {recorded.get('bank_snr') or 0:.2f} below {TOP_UP_SNR:g} (released counts): "
+               f"a second prototype release (sigma {recorded['top_up_noise_multiplier']:.4g}) combined with the first "
+               f"by inverse variance, the statistic releases adding sigma {recorded.get('release_noise_multiplier') or 0:.4g} "
+               f"instead; both fit under the planned releases' RDP curve at every order, so the accountant composes "
+               f"the planned noise_multiplier" if recorded.get("top_up_noise_multiplier") else "")
         ),
         "noise_seed": (
             "given by the caller (must be kept secret)"

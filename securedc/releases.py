@@ -217,5 +217,5 @@ class ReleaseSchedule:
         bank.add(seed, stats)
         if accountant is not None:
             assert isinstance(mechanism, GaussianMechanism)
-            accountant.step(noise_multiplier=mechanism.noise_multiplier, sample_rate=mechanism.sample_rate)
+            accountant.step(noise_multiplier=mechanism.accounted_noise_multiplier, sample_rate=mechanism.sample_rate)
         return release, ctx, params

@@ -100,8 +100,9 @@ def test_chunked_fit_is_deterministic_and_close_to_unchunked(digits) -> None:
 def test_default_lr_is_dm_lr_in_normalised_units() -> None:
     std = (0.353,)
     assert CondenseConfig(init="real").resolved_lr_img(std) == pytest.approx(0.353**2)
-    assert CondenseConfig().resolved_lr_img(std) == 1.0  # auto -> mix
+    assert CondenseConfig().resolved_lr_img(std) == pytest.approx(0.353**2)  # auto -> mix, normalised-unit rule
     assert CondenseConfig(init="noise").resolved_lr_img(std) == 1.0
+    assert CondenseConfig(init="mix").resolved_lr_img(std) == pytest.approx(0.353**2)
     assert CondenseConfig(privacy=PrivacyConfig(epsilon=1.0)).resolved_lr_img(std) == 1.0  # DP -> noise init
     assert CondenseConfig(optimizer="adam").resolved_lr_img(std) == 0.01
     assert CondenseConfig(lr_img=0.3).resolved_lr_img(std) == 0.3

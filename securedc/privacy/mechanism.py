@@ -341,7 +341,9 @@ class GaussianMechanism(Mechanism):
         self.chunk = int(chunk)
         self.sample_rate: float | None = None
         self.noise_multiplier: float | None = None
+        self.accounted_noise_multiplier: float | None = None
         self.expected_counts: Tensor | None = None
+        self._prototype_release: tuple[Tensor, float, bool] | None = None
         self.accesses: list[tuple[str, float, float]] = []
         self.nonfinite_rows = 0
         self.last_batch_size = 0
@@ -362,8 +364,14 @@ class GaussianMechanism(Mechanism):
     def sensitivity(self) -> float:
         return math.sqrt(sum(c * c for c in self.clip_bounds))
 
-    def configure(self, *, sample_rate: float, noise_multiplier: float, expected_counts: Tensor) -> None:
-        """Fix q, σ and the public normaliser (expected sampled count per class)."""
+    def configure(self, *, sample_rate: float, noise_multiplier: float, expected_counts: Tensor,
+                  accounted_noise_multiplier: float | None = None) -> None:
+        """Fix q, σ and the public normaliser (expected sampled count per class).
+
+        ``accounted_noise_multiplier`` (default σ) is the σ the accountant composes for each release:
+        larger than σ only after a prototype top-up took part of the releases' privacy curve
+        (:func:`~securedc.privacy.calibration.top_up_split`).
+        """
         if not (0 < sample_rate <= 1):
             raise PrivacyError(f"sample rate q must be in (0, 1] (got {sample_rate})")
         if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
@@ -372,6 +380,10 @@ class GaussianMechanism(Mechanism):
             raise PrivacyError("expected counts must be one positive number per class")
         self.sample_rate = float(sample_rate)
         self.noise_multiplier = float(noise_multiplier)
+        accounted = noise_multiplier if accounted_noise_multiplier is None else accounted_noise_multiplier
+        if not (math.isfinite(accounted) and 0 <= accounted <= noise_multiplier):
+            raise PrivacyError(f"accounted noise multiplier must be in [0, {noise_multiplier:g}] (got {accounted})")
+        self.accounted_noise_multiplier = float(accounted)
         self.expected_counts = expected_counts.double().clone()
 
     def release_counts(self, *, noise_multiplier: float) -> Tensor:
@@ -424,10 +436,48 @@ class GaussianMechanism(Mechanism):
         if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
             raise PrivacyError(f"prototype noise multiplier must be > 0 (got {noise_multiplier})")
         self.accesses.append(("prototypes", float(noise_multiplier), 1.0))
+        sums = self._noisy_prototype_sums(0, noise_multiplier, with_counts=with_counts)
+        self._prototype_release = (sums, float(noise_multiplier), with_counts)
+        return self._prototypes_from(sums, noise_multiplier, with_counts=with_counts)
+
+    def top_up_prototypes(self, *, noise_multiplier: float) -> tuple[Tensor, Tensor | None]:
+        """A second, independent release of the prototype sums, combined with the first by inverse variance.
+
+        The same vectors and sensitivity as :meth:`release_prototypes` with fresh noise ``σ_B``;
+        the two noisy sums are averaged with weights ``1/σ_p²`` and ``1/σ_B²`` (post-processing),
+        which equals one release with ``σ = (σ_p⁻² + σ_B⁻²)^(-1/2)``. The caller accounts for it
+        (:func:`~securedc.privacy.calibration.top_up_split` fits it under the planned releases).
+
+        Returns:
+            The combined ``(prototypes, counts or None)`` as :meth:`release_prototypes`.
+
+        Raises:
+            PrivacyError: no prototype release to top up, or σ_B not > 0.
+        """
+        if self._prototype_release is None:
+            raise PrivacyError("a prototype top-up needs a prototype release first")
+        if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
+            raise PrivacyError(f"top-up noise multiplier must be > 0 (got {noise_multiplier})")
+        first, sigma_p, with_counts = self._prototype_release
+        self.accesses.append(("prototypes-top-up", float(noise_multiplier), 1.0))
+        second = self._noisy_prototype_sums(1, noise_multiplier, with_counts=with_counts)
+        w1, w2 = sigma_p ** -2, noise_multiplier ** -2
+        sums = (w1 * first + w2 * second) / (w1 + w2)
+        sigma = (w1 + w2) ** -0.5
+        self._prototype_release = (sums, sigma, with_counts)
+        return self._prototypes_from(sums, sigma, with_counts=with_counts)
+
+    def _noisy_prototype_sums(self, release: int, noise_multiplier: float, *, with_counts: bool) -> Tensor:
+        """The class sums of :meth:`prototype_sums` plus Gaussian noise from the prototype stream ``release``."""
         sums, sensitivity = self.prototype_sums(with_counts=with_counts)
         dim = sums.shape[1] - 1
         for c in range(self.num_classes):
-            sums[c] += self.streams.normal(0, c, dim + 1, domain=PROTOTYPES_DOMAIN) * noise_multiplier * sensitivity
+            sums[c] += self.streams.normal(release, c, dim + 1, domain=PROTOTYPES_DOMAIN) * noise_multiplier * sensitivity
+        return sums
+
+    def _prototypes_from(self, sums: Tensor, noise_multiplier: float, *, with_counts: bool) -> tuple[Tensor, Tensor | None]:
+        """Post-processing of released sums: shrunk counts, prototypes ``½ + sum / count`` in [0, 1]."""
+        dim = sums.shape[1] - 1
         if with_counts:
             weight = 0.25 * math.sqrt(dim)
             counts = shrink_counts(sums[:, dim] / weight, noise_multiplier * self.prototype_count_factor)

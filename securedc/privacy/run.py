@@ -31,7 +31,7 @@ from torch import Tensor
 from securedc.checkpoint import load_checkpoint
 from securedc.errors import DataError, PrivacyError
 from securedc.privacy.accountant import PrivacyAccountant
-from securedc.privacy.calibration import PrivacyPlan, plan_private_run
+from securedc.privacy.calibration import TOP_UP_SNR, PrivacyPlan, plan_private_run
 from securedc.privacy.mechanism import ExactMechanism, GaussianMechanism, Mechanism
 from securedc.privacy.streams import SecretStreams
 
@@ -54,6 +54,7 @@ def run_mechanism(
     image_shape: tuple[int, ...] | None = None,
     noise_seed: int | None = None,
     resume_from: str | Path | None = None,
+    feature_dim: int | None = None,
 ) -> tuple[Mechanism, PrivacyPlan | None]:
     """The mechanism ``config`` asks for over the real data, and a private run's plan (else ``None``).
 
@@ -69,6 +70,8 @@ def run_mechanism(
         image_shape: the ``(channels, height, width)`` the run expects, or ``None`` (not checked).
         noise_seed: DP only: SECRET key of sampling and noise; ``None`` draws 128 bits from the OS.
         resume_from: DP only: the checkpoint the run resumes from.
+        feature_dim: DP only: the distribution term's feature dimension, for the prototype
+            top-up rule (:func:`~securedc.privacy.calibration.plan_private_run`); ``None`` = no top-up.
 
     Raises:
         DataError: images not of ``image_shape``, or ``--ipc`` larger than a class with real/mix
@@ -93,9 +96,13 @@ def run_mechanism(
     gm = GaussianMechanism(
         images, labels, num_classes=num_classes, clip_bounds=clips, classes=classes, noise_seed=noise_seed
     )
-    plan = plan_private_run(config.privacy, gm, releases=config.resolved_releases)
+    plan = plan_private_run(config.privacy, gm, releases=config.resolved_releases, feature_dim=feature_dim)
     logger.info("DP: epsilon=%g delta=%g q=%.4f R=%d sigma=%.4f counts=%s", plan.target_epsilon, plan.delta,
                 plan.sample_rate, plan.releases, plan.noise_multiplier, plan.counts)
+    if plan.top_up_noise_multiplier is not None:
+        logger.info("DP: bank signal-to-noise %.2f < %g: prototype top-up sigma_B=%.4f, releases add sigma'=%.4f "
+                    "(accounted as the planned sigma)", plan.bank_snr, TOP_UP_SNR, plan.top_up_noise_multiplier,
+                    plan.release_sigma)
     return gm, plan
 
 
@@ -117,7 +124,8 @@ def restore_private(
     mechanism.streams = SecretStreams.from_state_dict(meta["secret"])
     counts = torch.tensor(plan.estimated_counts, dtype=torch.float64)
     mechanism.configure(
-        sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier, expected_counts=counts * plan.sample_rate
+        sample_rate=plan.sample_rate, noise_multiplier=plan.release_sigma, expected_counts=counts * plan.sample_rate,
+        accounted_noise_multiplier=plan.noise_multiplier,
     )
     return plan
 

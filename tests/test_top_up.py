@@ -1,0 +1,106 @@
+"""The prototype top-up: low bank SNR moves privacy from the statistic releases to the prototypes at no extra ε."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from opacus.accountants import RDPAccountant
+from opacus.accountants.analysis.rdp import compute_rdp
+
+from securedc.condenser import Condenser
+from securedc.config import CondenseConfig, PrivacyConfig
+from securedc.errors import PrivacyError
+from securedc.privacy.calibration import (
+    TOP_UP_SNR,
+    bank_snr,
+    calibrate_noise,
+    epsilon_of,
+    prototype_noise_multiplier,
+    top_up_split,
+)
+from securedc.privacy.mechanism import GaussianMechanism
+
+
+def _condenser(bundle, **kw) -> Condenser:
+    cfg = CondenseConfig(**{"ipc": 2, "iterations": 20, "releases": 20, "batch_real": 16, **kw})
+    return Condenser(cfg, num_classes=bundle.num_classes, image_shape=bundle.image_shape, mean=bundle.mean, std=bundle.std)
+
+
+@pytest.mark.parametrize(("eps", "q", "releases"), [(1.0, 0.05, 100), (1.0, 1.0, 10), (8.0, 0.3, 100), (4.0, 0.01, 300)])
+def test_top_up_and_noisier_releases_fit_under_the_planned_curve(eps, q, releases) -> None:
+    sigma_p = prototype_noise_multiplier(epsilon=eps, share=0.8)
+    sigma = calibrate_noise(target_epsilon=eps, target_delta=1e-5, sample_rate=q, steps=releases,
+                            prefix=[(sigma_p, 1.0, 1)])
+    s_bank, s_top = top_up_split(noise_multiplier=sigma, sample_rate=q, releases=releases)
+    assert s_bank > sigma and s_top > 0
+    orders = RDPAccountant.DEFAULT_ALPHAS
+    planned = compute_rdp(q=q, noise_multiplier=sigma, steps=releases, orders=orders)
+    actual = (compute_rdp(q=q, noise_multiplier=s_bank, steps=releases, orders=orders)
+              + compute_rdp(q=1.0, noise_multiplier=s_top, steps=1, orders=orders))
+    assert all(a <= p * (1 + 1e-9) for a, p in zip(actual, planned)), "pointwise under the plan at every order"
+    plan_eps = epsilon_of([(sigma_p, 1.0, 1), (sigma, q, releases)], delta=1e-5)
+    assert epsilon_of([(sigma_p, 1.0, 1), (s_top, 1.0, 1), (s_bank, q, releases)], delta=1e-5) <= plan_eps + 1e-9
+    # and it is not wasteful: the combined prototypes are within 5 % of spending the whole ε on them
+    combined = (sigma_p ** -2 + s_top ** -2) ** -0.5
+    whole = calibrate_noise(target_epsilon=eps, target_delta=1e-5, sample_rate=1.0, steps=1)
+    if q == 1.0:
+        assert combined <= whole * 1.05
+
+
+def test_top_up_split_refuses_a_bad_fraction() -> None:
+    with pytest.raises(PrivacyError, match="fraction"):
+        top_up_split(noise_multiplier=2.0, sample_rate=0.1, releases=10, fraction=1.0)
+
+
+def test_bank_snr_grows_with_data_and_releases() -> None:
+    base = dict(sample_rate=0.1, noise_multiplier=4.0, releases=50, min_count=100, feature_dim=128)
+    assert bank_snr(**{**base, "min_count": 400}) == pytest.approx(4 * bank_snr(**base))
+    assert bank_snr(**{**base, "releases": 200}) == pytest.approx(2 * bank_snr(**base))
+    assert bank_snr(**{**base, "feature_dim": 512}) == pytest.approx(bank_snr(**base) / 2)
+
+
+def test_combined_prototypes_are_closer_to_the_class_means(digits) -> None:
+    x, y = digits.train_images, digits.train_labels
+    true = torch.stack([x[y == k].mean(0) for k in range(10)])
+    errs = []
+    for seed in range(4):
+        mech = GaussianMechanism(x, y, num_classes=10, clip_bounds=[1.0], noise_seed=seed)
+        with pytest.raises(PrivacyError, match="needs a prototype release first"):
+            mech.top_up_prototypes(noise_multiplier=5.0)
+        first, _ = mech.release_prototypes(noise_multiplier=5.0, with_counts=True)
+        both, counts = mech.top_up_prototypes(noise_multiplier=5.0)
+        assert [k for k, _, _ in mech.accesses] == ["prototypes", "prototypes-top-up"]
+        assert counts is not None and counts.shape == (10,)
+        errs.append((float((first - true).pow(2).mean()), float((both - true).pow(2).mean())))
+    # two equal releases average their noise: about half the squared error (clamping aside)
+    assert sum(b for _, b in errs) < 0.7 * sum(a for a, _ in errs)
+
+
+def test_low_snr_private_run_tops_up_and_the_accountant_composes_the_plan(digits) -> None:
+    c = _condenser(digits, privacy=PrivacyConfig(epsilon=1.0, delta=1e-5))
+    mech = c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=4)
+    plan = c.plan
+    assert plan.bank_snr is not None and plan.bank_snr < TOP_UP_SNR
+    assert [k for k, _, _ in mech.accesses] == ["prototypes", "prototypes-top-up"]
+    assert plan.top_up_noise_multiplier is not None and plan.release_sigma > plan.noise_multiplier
+    assert mech.noise_multiplier == plan.release_sigma and mech.accounted_noise_multiplier == plan.noise_multiplier
+    res = c.fit(mech)
+    p = res.privacy
+    stats = [(s, q) for k, s, q in mech.accesses if k == "statistics"]
+    assert stats == [(plan.release_sigma, plan.sample_rate)] * 20, "the releases add the larger noise"
+    # the accountant composes the plan (which bounds both options), never the actual smaller curve
+    assert p["accountant_history"] == [[plan.prototype_noise_multiplier, 1.0, 1], [plan.noise_multiplier, plan.sample_rate, 20]]
+    assert epsilon_of([tuple(h) for h in p["accountant_history"]], delta=1e-5) == pytest.approx(p["epsilon"], rel=1e-9)
+    assert p["epsilon"] <= 1.0
+    assert p["top_up_noise_multiplier"] == plan.top_up_noise_multiplier and "second prototype release" in p["mechanism"]
+
+
+def test_high_snr_or_disabled_runs_do_not_top_up(digits) -> None:
+    for privacy in (PrivacyConfig(epsilon=8.0, delta=1e-5),
+                    PrivacyConfig(epsilon=1.0, delta=1e-5, prototype_top_up=False)):
+        c = _condenser(digits, releases=100, iterations=100, privacy=privacy)
+        mech = c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=4)
+        assert [k for k, _, _ in mech.accesses] == ["prototypes"]
+        assert c.plan.top_up_noise_multiplier is None and mech.noise_multiplier == c.plan.noise_multiplier
+        if privacy.prototype_top_up:
+            assert c.plan.bank_snr >= TOP_UP_SNR
