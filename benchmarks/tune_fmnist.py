@@ -46,8 +46,10 @@ def merge() -> None:
         accs = " | ".join(f"{100 * r['val_acc'][str(s)]:.1f}" if str(s) in r["val_acc"] else "" for s in snaps)
         lines.append(f"| {r['name']} | {r['overrides']} | {r['sec_per_iter']:.3f} | {accs} |")
     proto = rows[0]["protocol"] if rows else ""
+    notes = [f"- {r['name']}: {r['note']}" for r in rows if r.get("note")]
     (RESULTS / "tune_fmnist.md").write_text(
         "# Hyper-parameter choice on a Fashion-MNIST validation split\n\n" + proto + "\n\n" + "\n".join(lines) + "\n"
+        + ("\nNotes:\n\n" + "\n".join(notes) + "\n" if notes else "")
     )
 
 
