@@ -69,6 +69,8 @@ def main() -> None:
             p = res.privacy
             rows.append({"row": "condensed", "epsilon": eps, "prototype_share": share, "epsilon_spent": p["epsilon"],
                          "q": p["sample_rate"], "sigma": p["noise_multiplier"], "releases": p["releases"],
+                         "bank_snr": p.get("bank_snr"), "sigma_release": p.get("release_noise_multiplier"),
+                         "sigma_top_up": p.get("top_up_noise_multiplier"),
                          "condense_seconds": round(seconds, 1), **evaluate(res.images, res.labels)})
             print(json.dumps(rows[-1]), flush=True)
         bx, by = dp_prototype_baseline(x, y, ipc=args.ipc, num_classes=d.num_classes, epsilon=eps, delta=args.delta)
@@ -86,14 +88,19 @@ def main() -> None:
              f"Machine: {machine}. Members: 80 % of the digits training split (seed {args.seed}). Evaluation (the "
              f"independent protocol): {args.eval_models} ConvNet-3 × {args.eval_epochs} epochs, SGD lr 0.01, no "
              f"augmentation, real test set. Command: `{cmd}`", "",
-             "| row | ε | prototype share | q | σ | condensation s | accuracy % |", "|---|---|---|---|---|---|---|"]
+             "σ = the accounted noise multiplier of the statistic releases; with a prototype top-up (bank SNR < "
+             "4) they add σ' and a second prototype release σ_B (docs/privacy.md).", "",
+             "| row | ε | prototype share | q | σ | bank SNR | top-up σ_B (σ') | condensation s | accuracy % |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f}"
         if r["row"] == "condensed":
+            snr = f"{r['bank_snr']:.2f}" if r.get("bank_snr") is not None else ""
+            top = f"{r['sigma_top_up']:.2f} ({r['sigma_release']:.2f})" if r.get("sigma_top_up") else "no"
             lines.append(f"| condensed | {r['epsilon']:g} | {r['prototype_share']:g} | {r['q']:g} | {r['sigma']:.2f} | "
-                         f"{r['condense_seconds']} | {acc} |")
+                         f"{snr} | {top} | {r['condense_seconds']} | {acc} |")
         else:
-            lines.append(f"| {r['row']} | {r.get('epsilon', '')} | | | | | {acc} |")
+            lines.append(f"| {r['row']} | {r.get('epsilon', '')} | | | | | | | {acc} |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
