@@ -104,3 +104,31 @@ def test_high_snr_or_disabled_runs_do_not_top_up(digits) -> None:
         assert c.plan.top_up_noise_multiplier is None and mech.noise_multiplier == c.plan.noise_multiplier
         if privacy.prototype_top_up:
             assert c.plan.bank_snr >= TOP_UP_SNR
+
+
+def test_a_topped_up_run_resumes_identically(digits, tmp_path) -> None:
+    from securedc.checkpoint import load_checkpoint
+
+    kw = dict(privacy=PrivacyConfig(epsilon=1.0, delta=1e-5))
+    full_c = _condenser(digits, **kw)
+    full = full_c.fit(full_c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=11))
+    assert full.privacy["top_up_noise_multiplier"] is not None
+    ckpt = tmp_path / "run.ckpt.safetensors"
+
+    def stop(ev) -> None:
+        if ev.step == 10:
+            raise KeyboardInterrupt
+
+    first = _condenser(digits, checkpoint_every=10, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(first.make_mechanism(digits.train_images, digits.train_labels, noise_seed=11),
+                  checkpoint_path=ckpt, callback=stop)
+    plan = load_checkpoint(ckpt)[1]["privacy_plan"]
+    assert plan["release_noise_multiplier"] > plan["noise_multiplier"] and plan["top_up_noise_multiplier"]
+    second = _condenser(digits, **kw)
+    mech = second.make_mechanism(digits.train_images, digits.train_labels, resume_from=ckpt)
+    assert mech.noise_multiplier == plan["release_noise_multiplier"]
+    assert mech.accounted_noise_multiplier == plan["noise_multiplier"]
+    resumed = second.fit(mech, resume_from=ckpt)
+    assert torch.equal(resumed.images, full.images)
+    assert resumed.privacy["epsilon"] == pytest.approx(full.privacy["epsilon"], rel=1e-12)
