@@ -369,8 +369,8 @@ class GaussianMechanism(Mechanism):
         """Fix q, σ and the public normaliser (expected sampled count per class).
 
         ``accounted_noise_multiplier`` (default σ) is the σ the accountant composes for each release:
-        larger than σ only after a prototype top-up took part of the releases' privacy curve
-        (:func:`~securedc.privacy.calibration.top_up_split`).
+        smaller than the σ the releases add only after a prototype top-up took part of their privacy
+        curve (:func:`~securedc.privacy.calibration.top_up_split`).
         """
         if not (0 < sample_rate <= 1):
             raise PrivacyError(f"sample rate q must be in (0, 1] (got {sample_rate})")
