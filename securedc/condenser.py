@@ -143,7 +143,8 @@ class Condenser:
         mech, plan = run_mechanism(self.config, [t.clip for t in self.terms], images, labels,
                                    num_classes=self.num_classes, classes=self.classes, image_shape=self.image_shape,
                                    noise_seed=noise_seed, resume_from=resume_from,
-                                   feature_dim=self.make_network(0).feature_dim if self.config.privacy.private else None)
+                                   feature_dim=(self.make_network(0).feature_dim  # the SNR rule of a new DP plan
+                                                if self.config.privacy.private and resume_from is None else None))
         self.plan = plan if plan is not None else self.plan
         return mech
 
