@@ -17,6 +17,7 @@ import opacus
 from opacus.accountants import create_accountant
 
 from securedc.errors import PrivacyError
+from securedc.privacy.rdp import rdp_epsilon
 
 __all__ = ["PrivacyAccountant"]
 
@@ -45,7 +46,10 @@ class PrivacyAccountant:
         """ε spent so far at ``self.delta`` (0 before any step)."""
         if not self._acc.history:
             return 0.0
-        eps = float(self._acc.get_epsilon(delta=self.delta))
+        if self.mechanism == "rdp":  # opacus' RDP composition with memoised per-(σ, q) curves
+            eps = rdp_epsilon(self._acc.history, delta=self.delta)
+        else:
+            eps = float(self._acc.get_epsilon(delta=self.delta))
         return eps if math.isfinite(eps) else math.inf
 
     def state_dict(self) -> dict[str, Any]:

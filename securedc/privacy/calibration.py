@@ -44,15 +44,16 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from opacus.accountants import RDPAccountant, create_accountant
-from opacus.accountants.analysis.rdp import compute_rdp
 
 from securedc.errors import PrivacyError
+from securedc.privacy.rdp import rdp_curve, rdp_epsilon
 
 __all__ = [
     "SAMPLE_RATE_GRID",
@@ -95,6 +96,9 @@ def epsilon_of(history: History, *, delta: float, accountant: str = "rdp") -> fl
     """
     if not history:
         return 0.0
+    if accountant == "rdp":
+        eps = rdp_epsilon([(float(s), float(q), int(n)) for s, q, n in history], delta=delta)
+        return eps if math.isfinite(eps) else math.inf
     acc = create_accountant(accountant)
     acc.history = [(float(s), float(q), int(n)) for s, q, n in history]
     eps = float(acc.get_epsilon(delta=delta))
@@ -131,6 +135,16 @@ def calibrate_noise(
         raise PrivacyError("a private run needs at least one release")
     if not (0 < sample_rate <= 1):
         raise PrivacyError(f"sample rate q must be in (0, 1] (got {sample_rate})")
+    return _calibrate(float(target_epsilon), float(target_delta), float(sample_rate), int(steps), accountant,
+                      tuple((float(s), float(q), int(n)) for s, q, n in prefix))
+
+
+@functools.lru_cache(maxsize=512)
+def _calibrate(target_epsilon: float, target_delta: float, sample_rate: float, steps: int, accountant: str,
+               prefix: tuple[tuple[float, float, int], ...]) -> float:
+    """:func:`calibrate_noise` on hashable arguments, memoised: a pure function of public numbers
+    whose accountant evaluations dominate the planning time (an audit re-plans the same budget
+    for every shadow and canary condensation)."""
     prefix = list(prefix)
 
     def eps(sigma: float) -> float:
@@ -171,6 +185,14 @@ def choose_sample_rate(
 
     Uses only public quantities (ε, δ, R, the grid); see the module docstring.
     """
+    return _choose_sample_rate(float(epsilon), float(delta), int(releases), accountant, float(tolerance),
+                               tuple(float(q) for q in grid))
+
+
+@functools.lru_cache(maxsize=128)
+def _choose_sample_rate(epsilon: float, delta: float, releases: int, accountant: str, tolerance: float,
+                        grid: tuple[float, ...]) -> float:
+    """:func:`choose_sample_rate` on hashable arguments, memoised (pure; see :func:`_calibrate`)."""
     def eta(q: float) -> float:
         sigma = calibrate_noise(
             target_epsilon=epsilon, target_delta=delta, sample_rate=q, steps=releases, accountant=accountant
@@ -227,9 +249,9 @@ def top_up_split(*, noise_multiplier: float, sample_rate: float, releases: int,
     if not (0 < fraction < 1):
         raise PrivacyError(f"top-up fraction must be in (0, 1) (got {fraction})")
     orders = RDPAccountant.DEFAULT_ALPHAS
-    planned = compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=releases, orders=orders)
+    planned = rdp_curve(sample_rate=sample_rate, noise_multiplier=noise_multiplier) * releases
     sigma_bank = noise_multiplier / math.sqrt(1 - fraction)
-    kept = compute_rdp(q=sample_rate, noise_multiplier=sigma_bank, steps=releases, orders=orders)
+    kept = rdp_curve(sample_rate=sample_rate, noise_multiplier=sigma_bank) * releases
     gaps = [float(p) - float(k) for p, k in zip(planned, kept)]
     if min(gaps) <= 0:
         raise PrivacyError("cannot re-split the releases: no privacy left for a top-up")
