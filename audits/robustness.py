@@ -398,8 +398,9 @@ def run_robustness_audit(
     on S under each protocol also gets PGD-100, the accuracy-vs-eps curve and the sanity checks
     (gradient masking in a baseline model could only overstate the baseline's robustness and
     make the gate stricter, so the checks guard S, whose robustness is claimed); the
-    adversarial-training protocol trains one model per set (it informs; the default gate uses
-    the standard protocol). All of this is stated in ``notes``.
+    adversarial-training protocol trains one model on S and one on the random real subset (it
+    informs; the default gate uses the standard protocol; the DP prototype baseline, which no gate
+    reads under that protocol, is trained the standard way only). All of this is stated in ``notes``.
 
     Args:
         images, labels: the condensed set.
@@ -453,6 +454,8 @@ def run_robustness_audit(
             at = protocol == "adversarial"
             n_models = 1 if (quick and at) else eval_config.models
             for name, draws in sets.items():
+                if quick and at and name == "dp_baseline":
+                    continue  # informs only; the quick audit trains S and the random subset adversarially
                 models = list(trained.get(name, ()))[:n_models] if not at else []
                 if models:
                     reused.append(name)
@@ -492,7 +495,8 @@ def run_robustness_audit(
         notes.append("quick mode: reduced attack budgets (fewer PGD restarts, APGD/FAB steps, target classes and "
                      "Square queries than the original AutoAttack); numbers are upper bounds on robust accuracy; "
                      "PGD-100, the accuracy-vs-eps curve and the sanity checks run on the first model trained on "
-                     "S under each protocol; the adversarial-training protocol trains one model per set")
+                     "S under each protocol; the adversarial-training protocol trains one model on S and one on the random "
+                     "real subset (the DP prototype baseline is trained the standard way only)")
     if reused:
         notes.append(f"standard protocol: the utility audit's models are attacked ({', '.join(reused)}), "
                      "not trained again")
