@@ -84,6 +84,9 @@ class AuditContext:
         config: the release's condensation config (shadow and canary runs reuse it).
         eval_config: the evaluation protocol.
         settings: how much to audit (:class:`AuditConfig`).
+        prototypes: the release's own DP class prototypes (its bank's), when the audit runs right
+            after the condensation; ``None`` on a re-audit of a file.
+        privacy: the release's privacy section (noise multipliers of its prototypes), or ``None``.
         shared: work the audits of one run share so nothing is computed twice: the trained
             evaluation models (``shared["models"][(set, architecture)]``, set ∈ ``condensed``,
             ``random``, ``dp_baseline``; filled by the utility audit, attacked by the robustness
@@ -101,6 +104,8 @@ class AuditContext:
     config: CondenseConfig
     eval_config: EvalConfig
     settings: AuditConfig
+    prototypes: Tensor | None = field(default=None, compare=False, repr=False)
+    privacy: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -117,25 +122,38 @@ class AuditContext:
         """Draws of the DP prototype baseline of the release's (ε, δ), one per evaluation model
         (``None`` if not private); made once per audit run.
 
-        The gates of a private release compare against the baseline's *expected* accuracy, so
-        each model is trained on its own independent draw (the noise of a single draw moves its
-        accuracy by several points on small data); the utility and robustness audits use the
-        same draws (:func:`~securedc.privacy.baseline.dp_prototype_baseline`, fresh secret
-        randomness each; never released).
+        When the release's own prototypes carry (almost) the whole budget
+        (:func:`~securedc.privacy.baseline.paired_prototype_baseline`: the low-SNR top-up regime),
+        they are the one draw every model trains on — a paired comparison, free of the
+        draw-to-draw spread. Otherwise the gates compare against the baseline's *expected*
+        accuracy: each model trains on its own independent draw (the noise of a single draw moves
+        its accuracy by several points on small data;
+        :func:`~securedc.privacy.baseline.dp_prototype_baseline`, fresh secret randomness each;
+        never released). The utility and robustness audits use the same draws;
+        :attr:`dp_baseline_kind` says which.
         """
         if not self.private:
             return None
         if "dp_baselines" not in self.shared:
             import torch
 
-            from securedc.privacy.baseline import baseline_delta, dp_prototype_draws
+            from securedc.privacy.baseline import baseline_delta, dp_prototype_draws, paired_prototype_baseline
 
             x, y = self.members
             ipc = int(torch.bincount(self.labels.cpu(), minlength=self.num_classes).max())
-            self.shared["dp_baselines"] = dp_prototype_draws(
-                x, y, ipc=ipc, num_classes=self.num_classes, epsilon=float(self.config.privacy.epsilon),
-                delta=baseline_delta(self.config.privacy.delta, int(y.numel())), draws=self.eval_config.models)
+            eps, delta = float(self.config.privacy.epsilon), baseline_delta(self.config.privacy.delta, int(y.numel()))
+            paired = paired_prototype_baseline(self.prototypes, self.privacy, ipc=ipc, epsilon=eps, delta=delta,
+                                               accountant=self.config.privacy.accountant)
+            self.shared["dp_baseline_kind"] = "independent" if paired is None else "paired"
+            self.shared["dp_baselines"] = [paired] if paired is not None else dp_prototype_draws(
+                x, y, ipc=ipc, num_classes=self.num_classes, epsilon=eps, delta=delta, draws=self.eval_config.models)
         return self.shared["dp_baselines"]
+
+    @property
+    def dp_baseline_kind(self) -> str | None:
+        """``"paired"`` (the release's own prototypes), ``"independent"`` (fresh draws) or ``None``
+        (not private or not made yet)."""
+        return self.shared.get("dp_baseline_kind")
 
     def trained_models(self) -> dict[tuple[str, str], tuple[Any, ...]]:
         """The shared store of trained evaluation models, keyed ``(set, architecture)``."""

@@ -128,6 +128,8 @@ def run_audits(
     policy: Policy | None = None,
     progress: Callable[[str], None] | None = None,
     options: dict[str, dict[str, Any]] | None = None,
+    prototypes: Tensor | None = None,
+    privacy: dict[str, Any] | None = None,
 ) -> AuditOutcome:
     """Run every registered audit that applies (utility, MIA, canary, robustness when adversarial), then certify.
 
@@ -144,6 +146,9 @@ def run_audits(
         progress: called with a short message before each audit (CLI status line).
         options: keyword options per audit name, passed to its class (e.g. ``{"utility": {...}}``,
             forwarded by :class:`~securedc.audits.utility_audit.UtilityAudit` to ``run_utility_audit``).
+        prototypes, privacy: the release's own DP class prototypes and its privacy section, when
+            auditing right after condensing (:attr:`AuditContext.prototypes`): a private release
+            whose prototypes carry the whole budget is compared with them (paired baseline).
 
     Returns:
         :class:`AuditOutcome`.
@@ -153,7 +158,7 @@ def run_audits(
     t0 = time.perf_counter()
     ctx = AuditContext(images=images, labels=labels, members=members, nonmembers=nonmembers, test=test,
                        num_classes=num_classes, mean=tuple(mean), std=tuple(std), config=config,
-                       eval_config=eval_config, settings=audit)
+                       eval_config=eval_config, settings=audit, prototypes=prototypes, privacy=privacy)
     results: dict[str, AuditResult] = {}
     for name in registered_audits():
         auditor = create_audit(name, **(options or {}).get(name, {}))

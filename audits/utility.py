@@ -50,6 +50,7 @@ def run_utility_audit(
     epsilon: float = math.inf,
     delta: float | None = None,
     dp_baseline: Sequence[tuple[Tensor, Tensor]] | None = None,
+    dp_baseline_kind: str = "independent",
     models_out: dict[tuple[str, str], tuple[Any, ...]] | None = None,
 ) -> AuditResult:
     """Accuracy of fresh models trained on S vs on a random real subset of the same size.
@@ -71,6 +72,9 @@ def run_utility_audit(
         dp_baseline: draws of that baseline, when already made (private releases): model k is
             trained on draw ``k mod len`` (its expected accuracy, not one draw's luck); the
             robustness audit uses the same draws. ``None`` makes one draw per model here.
+        dp_baseline_kind: ``"independent"`` (fresh draws) or ``"paired"`` (one draw: the release's
+            own prototypes, :func:`~securedc.privacy.baseline.paired_prototype_baseline`); stated
+            in the notes and ``details["dp_baseline_kind"]``, and in the gate's reason.
         models_out: when given, receives the trained models under ``(set, architecture)`` with
             set ∈ ``condensed``, ``random``, ``dp_baseline`` (the robustness audit attacks them).
 
@@ -129,9 +133,14 @@ def run_utility_audit(
             models_out[("dp_baseline", main)] = dpb.models
         metrics[N.DP_BASELINE_ACC], metrics[N.DP_BASELINE_STD] = dpb.mean, dpb.std
         per_arch[main]["dp_baseline"] = dpb.to_dict()
-        notes.append(f"DP baseline: per-class mean images of the members released once at the same "
-                     f"(epsilon={float(epsilon):g}, delta={d:g}), {ipc} copies per class ({main}); each model is "
-                     f"trained on its own draw ({len(dp_baseline)} draws)")
+        if dp_baseline_kind == "paired":
+            notes.append(f"DP baseline (paired): the release's own DP class prototypes, whose noise is within "
+                         f"10 % of one release of the whole (epsilon={float(epsilon):g}, delta={d:g}), {ipc} copies "
+                         f"per class ({main}); every model trains on this draw, the one S started from")
+        else:
+            notes.append(f"DP baseline: per-class mean images of the members released once at the same "
+                         f"(epsilon={float(epsilon):g}, delta={d:g}), {ipc} copies per class ({main}); each model "
+                         f"is trained on its own draw ({len(dp_baseline)} draws)")
     return AuditResult(
         name=N.UTILITY,
         metrics=metrics,
@@ -143,6 +152,7 @@ def run_utility_audit(
             "protocol": {"models": eval_config.models, "epochs": eval_config.epochs, "lr": eval_config.lr,
                          "batch_size": eval_config.batch_size, "dsa": eval_config.dsa},
             "per_architecture": per_arch,
+            **({"dp_baseline_kind": dp_baseline_kind} if math.isfinite(epsilon) else {}),
         },
         seconds=time.perf_counter() - t0,
         notes=notes,

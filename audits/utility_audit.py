@@ -38,8 +38,10 @@ class UtilityAudit(Audit):
     def measure(self, ctx: AuditContext) -> AuditResult:
         from securedc.audits.utility import run_utility_audit
 
+        draws = ctx.dp_baselines()  # made first: it decides the baseline's kind
         budget = {"epsilon": ctx.config.privacy.epsilon, "delta": ctx.config.privacy.delta,  # DP baseline
-                  "dp_baseline": ctx.dp_baselines(), "models_out": ctx.trained_models()}
+                  "dp_baseline": draws, "dp_baseline_kind": ctx.dp_baseline_kind or "independent",
+                  "models_out": ctx.trained_models()}
         return run_utility_audit(
             images=ctx.images, labels=ctx.labels, train_images=ctx.members[0], train_labels=ctx.members[1],
             test_images=ctx.test[0], test_labels=ctx.test[1], eval_config=ctx.eval_config, seed=ctx.config.seed,

@@ -90,6 +90,7 @@ def audit_and_report(
     epsilon_history: Any,
     owner: dict[str, Any],
     progress: Progress | None = None,
+    prototypes: Tensor | None = None,
 ) -> tuple[AuditOutcome, Path]:
     """Run every audit (accuracy on ``bundle``'s test set) and write ``report_dir`` (owner-only).
 
@@ -105,6 +106,8 @@ def audit_and_report(
         epsilon_history: (step, ε) pairs for the report's privacy plot.
         owner: the owner record shown in the report.
         progress: receives :class:`~securedc.notices.Notice` s.
+        prototypes: the release's own DP class prototypes (right after condensing; ``None`` on a
+            re-audit): the paired DP baseline when they carry the whole budget (docs/audits.md).
 
     Returns:
         ``(AuditOutcome, path of report.html)``.
@@ -119,6 +122,7 @@ def audit_and_report(
             images, labels, members=members, nonmembers=nonmembers, test=(bundle.test_images, bundle.test_labels),
             num_classes=bundle.num_classes, mean=bundle.mean, std=bundle.std, config=config, eval_config=eval_config,
             audit=audit, policy=policy, progress=lambda msg: say(Notice("status", f"auditing: {msg}")),
+            prototypes=prototypes, privacy=manifest.get("privacy"),
         )
     finally:
         say(Notice("audited"))

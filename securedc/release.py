@@ -140,6 +140,7 @@ def _audited(cond: Condensation, full: DatasetBundle, split: dict[str, Any], *, 
         config=cond.config, split=split, eval_config=eval_config, audit=audit, policy=policy,
         report_dir=report_dir_for(target), epsilon_history=cond.result.epsilon_history,
         owner=cond.owner_record(audit={"split": split}), progress=progress,
+        prototypes=cond.result.bank.prototypes if cond.result.bank is not None else None,
     )
     certified = outcome.certification.certified
     forced = force and not certified

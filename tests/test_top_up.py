@@ -132,3 +132,40 @@ def test_a_topped_up_run_resumes_identically(digits, tmp_path) -> None:
     resumed = second.fit(mech, resume_from=ckpt)
     assert torch.equal(resumed.images, full.images)
     assert resumed.privacy["epsilon"] == pytest.approx(full.privacy["epsilon"], rel=1e-12)
+
+
+def test_a_topped_up_release_is_judged_against_its_own_prototypes(digits) -> None:
+    """Paired DP baseline: the release's prototypes carry (almost) the whole budget, so the utility gate
+    compares with that very draw; a high-SNR release (prototypes with 80 % of ε) keeps independent draws."""
+    from securedc.audits.certify import Policy, certify
+    from securedc.audits.context import AuditContext, AuditConfig
+    from securedc.audits.utility_audit import UtilityAudit
+    from securedc.config import EvalConfig
+    from securedc.privacy.baseline import PAIRED_SIGMA_TOLERANCE, combined_prototype_sigma, paired_prototype_baseline
+
+    x, y = digits.train_images, digits.train_labels
+    low = _condenser(digits, privacy=PrivacyConfig(epsilon=1.0, delta=1e-5))
+    res = low.fit(low.make_mechanism(x, y, noise_seed=3))
+    protos = res.bank.prototypes
+    whole = calibrate_noise(target_epsilon=1.0, target_delta=1e-5, sample_rate=1.0, steps=1)
+    assert combined_prototype_sigma(res.privacy) <= (1 + PAIRED_SIGMA_TOLERANCE) * whole
+    paired = paired_prototype_baseline(protos, res.privacy, ipc=2, epsilon=1.0, delta=1e-5)
+    assert paired is not None and torch.equal(paired[0][::2], protos) and paired[1].tolist() == [k // 2 for k in range(20)]
+    # without prototypes (a re-audit of a file) or with a fifth of the budget elsewhere: independent draws
+    assert paired_prototype_baseline(None, res.privacy, ipc=2, epsilon=1.0, delta=1e-5) is None
+    assert paired_prototype_baseline(protos, {"prototype_noise_multiplier": whole * 1.3}, ipc=2, epsilon=1.0,
+                                     delta=1e-5) is None
+
+    ev = EvalConfig(models=2, epochs=3)
+    common = dict(images=res.images, labels=res.labels, members=(x, y), nonmembers=(x[:10], y[:10]),
+                  test=(digits.test_images, digits.test_labels), num_classes=10, mean=digits.mean, std=digits.std,
+                  config=low.config, eval_config=ev, settings=AuditConfig(architectures=("convnet",)))
+    ctx = AuditContext(**common, prototypes=protos, privacy=res.privacy)
+    result = UtilityAudit().measure(ctx)
+    assert ctx.dp_baseline_kind == "paired" and result.details["dp_baseline_kind"] == "paired"
+    assert len(ctx.dp_baselines()) == 1 and torch.equal(ctx.dp_baselines()[0][0], paired[0])
+    gate = certify({"utility": result}, Policy(require_mia=False, require_canary=False), claimed_epsilon=1.0,
+                   adversarial=False).gates[0]
+    assert "paired" in gate.reason and gate.threshold == pytest.approx(result.metrics["dp_baseline_acc"] - 0.02)
+    plain = AuditContext(**common)  # no prototypes given: independent full-budget draws, one per model
+    assert len(plain.dp_baselines()) == 2 and plain.dp_baseline_kind == "independent"
