@@ -269,8 +269,11 @@ def _private_utility_gate(m: dict[str, float], policy: Policy, claimed_epsilon: 
     rnd = m.get(N.RANDOM_ACC, math.nan)
     bound = base - policy.private_utility_margin
     ok = math.isfinite(cond) and math.isfinite(base) and cond >= bound
-    which = ("; paired: the baseline is the release's own DP prototypes (noise within 10 % of a single "
-             "release of the whole budget), so both sides share one noise draw" if paired else "")
+    from securedc.privacy.baseline import PAIRED_SIGMA_TOLERANCE
+
+    which = (f"; paired: the baseline is the release's own DP prototypes (noise within "
+             f"{100 * PAIRED_SIGMA_TOLERANCE:g} % of a single release of the whole budget), so both sides share "
+             "one noise draw" if paired else "")
     rule = (f"rule: a private release must reach the DP prototype baseline of the same budget (per-class "
             f"mean images released once at epsilon {claimed_epsilon:g}) - margin {policy.private_utility_margin:g}"
             f"{which}")

@@ -134,9 +134,12 @@ def run_utility_audit(
         metrics[N.DP_BASELINE_ACC], metrics[N.DP_BASELINE_STD] = dpb.mean, dpb.std
         per_arch[main]["dp_baseline"] = dpb.to_dict()
         if dp_baseline_kind == "paired":
+            from securedc.privacy.baseline import PAIRED_SIGMA_TOLERANCE
+
             notes.append(f"DP baseline (paired): the release's own DP class prototypes, whose noise is within "
-                         f"10 % of one release of the whole (epsilon={float(epsilon):g}, delta={d:g}), {ipc} copies "
-                         f"per class ({main}); every model trains on this draw, the one S started from")
+                         f"{100 * PAIRED_SIGMA_TOLERANCE:g} % of one release of the whole (epsilon={float(epsilon):g}, "
+                         f"delta={d:g}), {ipc} copies per class ({main}); every model trains on this draw, the one S "
+                         f"started from")
         else:
             notes.append(f"DP baseline: per-class mean images of the members released once at the same "
                          f"(epsilon={float(epsilon):g}, delta={d:g}), {ipc} copies per class ({main}); each model "

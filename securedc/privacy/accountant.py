@@ -10,14 +10,13 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import opacus
 from opacus.accountants import create_accountant
 
 from securedc.errors import PrivacyError
-from securedc.privacy.rdp import rdp_epsilon
+from securedc.privacy.calibration import epsilon_of
 
 __all__ = ["PrivacyAccountant"]
 
@@ -44,13 +43,8 @@ class PrivacyAccountant:
 
     def epsilon(self) -> float:
         """ε spent so far at ``self.delta`` (0 before any step)."""
-        if not self._acc.history:
-            return 0.0
-        if self.mechanism == "rdp":  # opacus' RDP composition with memoised per-(σ, q) curves
-            eps = rdp_epsilon(self._acc.history, delta=self.delta)
-        else:
-            eps = float(self._acc.get_epsilon(delta=self.delta))
-        return eps if math.isfinite(eps) else math.inf
+        # opacus' composition of the history (RDP: with memoised per-(σ, q) curves)
+        return epsilon_of(self._acc.history, delta=self.delta, accountant=self.mechanism)
 
     def state_dict(self) -> dict[str, Any]:
         return {
