@@ -325,6 +325,7 @@ def _fit_rank(
         privacy=result.privacy,
         terms=result.terms,
         epsilon_history=result.epsilon_history,
+        lr_img=result.lr_img,
     )
 
 

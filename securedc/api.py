@@ -114,7 +114,7 @@ def build_manifest(
         },
         "condensation": {
             "steps_done": result.steps_done,
-            "lr_img": config.resolved_lr_img(bundle.std),
+            "lr_img": result.lr_img if result.lr_img is not None else config.resolved_lr_img(bundle.std),
             "real_precision": resolve_precision(config.real_precision, config.device),
             "final_loss": result.losses[-1] if result.losses else None,
         },

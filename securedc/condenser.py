@@ -36,7 +36,7 @@ from securedc.config import CondenseConfig
 from securedc.init import initial_images, initial_state
 from securedc.manifest import NOT_COVERED, from_bank_section, privacy_section, write_bank
 from securedc.privacy import Mechanism, PrivacyAccountant
-from securedc.privacy.calibration import PrivacyPlan
+from securedc.privacy.calibration import PrivacyPlan, noisy_bank_step_scale
 from securedc.privacy.run import epsilon_due, new_accountant, run_mechanism
 from securedc.releases import ReleaseSchedule, release_network, run_bank, step_seed
 from securedc.results import CondenseResult, ProgressEvent
@@ -176,7 +176,8 @@ class Condenser:
         bank = run_bank(bank, mechanism=mechanism, config=cfg, plan=self.plan, num_classes=self.num_classes,
                         sensitivity=self.sensitivity, device=self.device)
         init = self._init_images(mechanism, bank.prototypes, resuming=resume_from is not None)
-        state = initial_state(cfg, init, bank, new_accountant(self.plan, mechanism), lr=self.lr_img, device=self.device)
+        lr = self.run_lr(bank_privacy if mechanism is None else None)
+        state = initial_state(cfg, init, bank, new_accountant(self.plan, mechanism), lr=lr, device=self.device)
         start = 0
         if resume_from is not None:
             start, plan = resume_run(resume_from, state, config=cfg, mechanism=mechanism,
@@ -210,8 +211,17 @@ class Condenser:
         return CondenseResult(
             images=images.detach().cpu().clamp(0, 1), labels=self.labels.clone(), steps_done=step, losses=losses,
             seconds=time.perf_counter() - t0, privacy=privacy, terms=[t.describe() for t in self.terms],
-            epsilon_history=eps_hist, bank=bank, nonfinite_rows=nonfinite,
+            epsilon_history=eps_hist, bank=bank, nonfinite_rows=nonfinite, lr_img=lr,
         )
+
+    def run_lr(self, bank_privacy: dict[str, Any] | None = None) -> float:
+        """The image learning rate of the run: ``lr_img`` as given, else the default scaled down
+        for a mostly-noise bank (:func:`~securedc.privacy.calibration.noisy_bank_step_scale`, from
+        this run's plan or, re-condensing, the loaded bank's privacy section)."""
+        if self.config.lr_img is not None:
+            return self.lr_img
+        privacy = self.plan.to_dict() if self.plan is not None else bank_privacy
+        return self.lr_img * noisy_bank_step_scale(privacy)
 
     def _optimise(self, ctx: StepContext, params: Any, stats: list[Tensor], state: RunState, labels: Tensor) -> float:
         """One optimiser step on S (``state.images``) against the release's statistics ``stats``; returns the loss."""

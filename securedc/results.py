@@ -52,3 +52,5 @@ class CondenseResult:
     bank: StatisticsBank | None = None
     #: real examples whose per-sample vector was non-finite and zeroed (owner only, never released)
     nonfinite_rows: int = 0
+    #: the image learning rate the run used (:meth:`~securedc.condenser.Condenser.run_lr`)
+    lr_img: float | None = None

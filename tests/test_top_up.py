@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from opacus.accountants import RDPAccountant
@@ -93,6 +95,25 @@ def test_low_snr_private_run_tops_up_and_the_accountant_composes_the_plan(digits
     assert epsilon_of([tuple(h) for h in p["accountant_history"]], delta=1e-5) == pytest.approx(p["epsilon"], rel=1e-9)
     assert p["epsilon"] <= 1.0
     assert p["top_up_noise_multiplier"] == plan.top_up_noise_multiplier and "second prototype release" in p["mechanism"]
+    # the mostly-noise releases get a smaller step: SNR' / TOP_UP_SNR of the default
+    scale = plan.bank_snr * plan.noise_multiplier / plan.release_sigma / TOP_UP_SNR
+    assert 0 < scale < 1 and res.lr_img == pytest.approx(c.lr_img * scale, rel=1e-12)
+
+
+def test_a_re_condensation_from_a_noisy_bank_takes_the_same_small_step(digits, tmp_path) -> None:
+    from securedc.bank import StatisticsBank, config_for_bank
+
+    c = _condenser(digits, privacy=PrivacyConfig(epsilon=1.0, delta=1e-5))
+    res = c.fit(c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=4))
+    path = tmp_path / "bank.safetensors"
+    c.save_bank(path, res, dataset="digits")
+    bank, meta = StatisticsBank.load(path)
+    cfg = config_for_bank(CondenseConfig(ipc=2, iterations=5, releases=20, batch_real=16), meta)
+    again = Condenser(cfg, num_classes=10, image_shape=digits.image_shape, mean=digits.mean, std=digits.std)
+    assert again.fit(None, bank=bank, bank_privacy=meta["privacy"]).lr_img == res.lr_img < again.lr_img
+    given = Condenser(dataclasses.replace(cfg, lr_img=0.7), num_classes=10, image_shape=digits.image_shape,
+                      mean=digits.mean, std=digits.std)
+    assert given.fit(None, bank=bank, bank_privacy=meta["privacy"]).lr_img == 0.7, "a given lr_img is kept"
 
 
 def test_high_snr_or_disabled_runs_do_not_top_up(digits) -> None:
@@ -104,6 +125,7 @@ def test_high_snr_or_disabled_runs_do_not_top_up(digits) -> None:
         assert c.plan.top_up_noise_multiplier is None and mech.noise_multiplier == c.plan.noise_multiplier
         if privacy.prototype_top_up:
             assert c.plan.bank_snr >= TOP_UP_SNR
+            assert c.run_lr() == c.lr_img, "a bank that carries the signal keeps the default step"
 
 
 def test_a_topped_up_run_resumes_identically(digits, tmp_path) -> None:
