@@ -318,7 +318,9 @@ class CondenseConfig:
             for the default of :meth:`resolved_lr_img`: SGD from real-image or ``mix`` init uses
             DM's lr 1.0 *in normalised units* (``(x - mean) / std``, Zhao & Bilen's reference),
             i.e. ``mean(std)**2`` in pixel units (0.125 on Fashion-MNIST); SGD from noise or DP
-            prototypes uses 1.0 (noise must travel further); Adam 0.01. The defaults were chosen
+            prototypes uses 1.0 (noise must travel further), scaled down when the DP bank is
+            mostly noise (:func:`~securedc.privacy.calibration.noisy_bank_step_scale`); Adam
+            0.01. The defaults were chosen
             on public validation splits (docs/benchmarks.md: from ``mix`` init, 0.125 reached
             80.0 % validation accuracy at 400 steps where 1.0 stalls near 78 %).
         momentum: SGD momentum.
