@@ -52,3 +52,16 @@ def cli():
 
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def bank_roundtrip(tmp_path):
+    """Save a run's statistics bank to a safetensors file and load it back: ``(bank, manifest)``."""
+    from securedc.bank import StatisticsBank
+
+    def roundtrip(condenser, result, dataset: str = "digits"):
+        path = tmp_path / "bank.safetensors"
+        condenser.save_bank(path, result, dataset=dataset)
+        return StatisticsBank.load(path)
+
+    return roundtrip

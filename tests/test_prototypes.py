@@ -10,7 +10,7 @@ import torch
 from securedc.audits import names as N
 from securedc.audits.base import AuditResult
 from securedc.audits.certify import certify, load_policy
-from securedc.bank import StatisticsBank, config_for_bank
+from securedc.bank import config_for_bank
 from securedc.condenser import Condenser
 from securedc.config import CondenseConfig, EvalConfig, PrivacyConfig
 from securedc.discrepancy import create_discrepancy
@@ -86,12 +86,10 @@ def test_prototype_init_is_refused_without_privacy() -> None:
         PrivacyConfig(epsilon=1.0, prototype_share=1.0).validate()
 
 
-def test_bank_carries_prototypes_and_noise_scale(digits, tmp_path) -> None:
+def test_bank_carries_prototypes_and_noise_scale(digits, bank_roundtrip) -> None:
     c = _condenser(digits, privacy=PrivacyConfig(epsilon=8.0, delta=1e-5))
     res = c.fit(c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=4))
-    path = tmp_path / "b.safetensors"
-    c.save_bank(path, res, dataset="digits")
-    bank, meta = StatisticsBank.load(path)
+    bank, meta = bank_roundtrip(c, res)
     assert torch.equal(bank.prototypes, res.bank.prototypes) and torch.equal(bank.noise_std, res.bank.noise_std)
     assert meta["prototypes"] is True
     cfg = config_for_bank(CondenseConfig(ipc=3, iterations=4, releases=3, batch_real=16), meta)

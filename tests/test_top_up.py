@@ -100,14 +100,12 @@ def test_low_snr_private_run_tops_up_and_the_accountant_composes_the_plan(digits
     assert 0 < scale < 1 and res.lr_img == pytest.approx(c.lr_img * scale, rel=1e-12)
 
 
-def test_a_re_condensation_from_a_noisy_bank_takes_the_same_small_step(digits, tmp_path) -> None:
-    from securedc.bank import StatisticsBank, config_for_bank
+def test_a_re_condensation_from_a_noisy_bank_takes_the_same_small_step(digits, bank_roundtrip) -> None:
+    from securedc.bank import config_for_bank
 
     c = _condenser(digits, privacy=PrivacyConfig(epsilon=1.0, delta=1e-5))
     res = c.fit(c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=4))
-    path = tmp_path / "bank.safetensors"
-    c.save_bank(path, res, dataset="digits")
-    bank, meta = StatisticsBank.load(path)
+    bank, meta = bank_roundtrip(c, res)
     cfg = config_for_bank(CondenseConfig(ipc=2, iterations=5, releases=20, batch_real=16), meta)
     again = Condenser(cfg, num_classes=10, image_shape=digits.image_shape, mean=digits.mean, std=digits.std)
     assert again.fit(None, bank=bank, bank_privacy=meta["privacy"]).lr_img == res.lr_img < again.lr_img
