@@ -12,8 +12,8 @@ Data flow::
 
 With R = K (``reuse = 1``) every step makes its own release and the loop is distribution
 matching with a fresh random network per step; the non-private default ``reuse = 4`` makes a
-release every fourth step (faster to the same accuracy: ``benchmarks/results/reuse_fmnist.md``). The accountant takes one step
-per release, never per optimisation step (:mod:`securedc.bank`). Every release derives its
+release every fourth step (more accuracy per second: ``benchmarks/results/reuse_fmnist.md``).
+The accountant takes one step per release, never per optimisation step (:mod:`securedc.bank`). Every release derives its
 randomness from ``(seed, r)`` and every draw from the bank from ``(seed, k)``, so a run resumed
 from a checkpoint reproduces the uninterrupted run bit for bit on CPU.
 """

@@ -320,9 +320,9 @@ class CondenseConfig:
             i.e. ``mean(std)**2`` in pixel units (0.125 on Fashion-MNIST); SGD from noise or DP
             prototypes uses 1.0 (noise must travel further), scaled down when the DP bank is
             mostly noise (:func:`~securedc.privacy.calibration.noisy_bank_step_scale`); Adam
-            0.01. The defaults were chosen
-            on public validation splits (docs/benchmarks.md: from ``mix`` init, 0.125 reached
-            80.0 % validation accuracy at 400 steps where 1.0 stalls near 78 %).
+            0.01. The defaults were chosen on public validation splits (docs/benchmarks.md:
+            from ``mix`` init, 0.125 reached 80.0 % validation accuracy at 400 steps where 1.0
+            stalls near 78 %).
         momentum: SGD momentum.
         learn_lr: adapt the image learning rate online with hypergradient descent.
         batch_real: real images per class per step (non-private) or the *expected*
