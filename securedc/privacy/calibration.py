@@ -271,7 +271,7 @@ def noisy_bank_step_scale(privacy: Mapping[str, Any] | None) -> float:
     from released counts) times ``σ / σ'`` after a prototype top-up — the step shrinks to
     ``SNR' / TOP_UP_SNR`` of the default, keeping S near its DP prototypes where the bank cannot
     tell it better. Measured on public benchmark data (docs/privacy.md): digits at ε = 1 (SNR' ≈ 0.9),
-    4 draws at lr 1 ended 5.8 points below to 2.4 above their own prototypes, at lr 0.3 0.8 below
+    5 draws at lr 1 ended 5.8 points below to 2.4 above their own prototypes, at lr 0.3 0.8 below
     to 1.6 above. Post-processing: reads only the plan's public and released numbers.
 
     Args:
