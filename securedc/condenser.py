@@ -13,9 +13,9 @@ Data flow::
 With R = K (``reuse = 1``) every step makes its own release and the loop is distribution
 matching with a fresh random network per step; the non-private default ``reuse = 4`` makes a
 release every fourth step (more accuracy per second: ``benchmarks/results/reuse_fmnist.md``).
-The accountant takes one step per release, never per optimisation step (:mod:`securedc.bank`). Every release derives its
-randomness from ``(seed, r)`` and every draw from the bank from ``(seed, k)``, so a run resumed
-from a checkpoint reproduces the uninterrupted run bit for bit on CPU.
+The accountant takes one step per release, never per optimisation step (:mod:`securedc.bank`).
+Every release derives its randomness from ``(seed, r)`` and every draw from the bank from
+``(seed, k)``, so a run resumed from a checkpoint reproduces the uninterrupted run bit for bit on CPU.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ class Condenser:
         bank = run_bank(bank, mechanism=mechanism, config=cfg, plan=self.plan, num_classes=self.num_classes,
                         sensitivity=self.sensitivity, device=self.device)
         init = self._init_images(mechanism, bank.prototypes, resuming=resume_from is not None)
-        lr = self.run_lr(bank_privacy if mechanism is None else None)
+        lr = self.run_lr(bank_privacy)
         state = initial_state(cfg, init, bank, new_accountant(self.plan, mechanism), lr=lr, device=self.device)
         start = 0
         if resume_from is not None:
