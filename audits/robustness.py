@@ -20,6 +20,8 @@ References:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import statistics
@@ -36,10 +38,12 @@ from torch import Tensor, nn
 from securedc.audits import names as N
 from securedc.audits.base import Audit, AuditResult, register_audit
 from securedc.audits.context import AuditContext
+from securedc.concurrency import run_concurrently
 from securedc.config import EvalConfig, default_pgd_step
 from securedc.errors import ConfigError, DataError
 from securedc.evaluate import train_model
 from securedc.robust import PGDRecipe
+from securedc.terms.adversarial import KeyedPGD
 
 __all__ = ["AttackSettings", "RobustnessAudit", "at_metric", "audit_model", "run_robustness_audit"]
 
@@ -123,19 +127,25 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int) -> Tens
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
-def _run(attack_fn: AttackFn, model: nn.Module, x: Tensor, y: Tensor, *, seed: int, batch_size: int) -> Tensor:
-    """Run an attack in batches inside ``fork_rng`` (torchattacks reseeds / uses the global RNG)."""
+def _run(attack_fn: AttackFn, model: nn.Module, x: Tensor, y: Tensor, *, seed: int | None, batch_size: int) -> Tensor:
+    """Run an attack in batches. ``seed`` given: each batch runs inside ``fork_rng`` from
+    ``manual_seed(seed + 7919 i)`` (AutoAttack's parts reseed / draw from the global RNG);
+    ``None``: the attack draws no global randomness (FGSM, keyed PGD), so models can be attacked
+    side by side."""
     outs = []
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.enable_grad())
+        if seed is not None:
+            stack.enter_context(torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []))
         for i, s in enumerate(range(0, x.shape[0], batch_size)):
-            torch.manual_seed(seed + 7919 * i)
+            if seed is not None:
+                torch.manual_seed(seed + 7919 * i)
             outs.append(attack_fn(model, x[s : s + batch_size], y[s : s + batch_size]).detach())
     return torch.cat(outs) if outs else x
 
 
 def _still_robust(
-    model: nn.Module, attack_fn: AttackFn, x: Tensor, y: Tensor, mask: Tensor, *, seed: int, batch_size: int
+    model: nn.Module, attack_fn: AttackFn, x: Tensor, y: Tensor, mask: Tensor, *, seed: int | None, batch_size: int
 ) -> Tensor:
     """Update the per-example robust mask with one attack run on the still-robust examples."""
     mask = mask.clone()
@@ -147,14 +157,15 @@ def _still_robust(
     return mask
 
 
-def _pgd(eps: float, steps: int) -> AttackFn:
-    return lambda m, x, y: torchattacks.PGD(m, eps=eps, alpha=default_pgd_step(eps), steps=steps, random_start=True)(x, y)
+def _pgd(eps: float, steps: int, seed: int) -> AttackFn:
+    """torchattacks PGD (step eps/4) with per-example keyed random starts (:class:`KeyedPGD`)."""
+    return lambda m, x, y: KeyedPGD(m, eps=eps, alpha=default_pgd_step(eps), steps=steps, seed=seed)(x, y)
 
 
 def _pgd_acc(model, x, y, clean, *, eps, steps, restarts, seed, batch_size) -> float:
     mask = clean
     for r in range(restarts):
-        mask = _still_robust(model, _pgd(eps, steps), x, y, mask, seed=seed + 1000 * r, batch_size=batch_size)
+        mask = _still_robust(model, _pgd(eps, steps, seed + 1000 * r), x, y, mask, seed=None, batch_size=batch_size)
     return float(mask.float().mean())
 
 
@@ -246,7 +257,7 @@ def audit_model(
     m: dict[str, float] = {N.CLEAN_ACC: float(clean.float().mean())}
 
     fgsm = lambda mm, a, b: torchattacks.FGSM(mm, eps=eps)(a, b)  # noqa: E731
-    m[N.FGSM_ACC] = float(_still_robust(model, fgsm, x, y, clean, seed=seed, batch_size=bs).float().mean())
+    m[N.FGSM_ACC] = float(_still_robust(model, fgsm, x, y, clean, seed=None, batch_size=bs).float().mean())
     m[N.PGD20_ACC] = _pgd_acc(model, x, y, clean, eps=eps, steps=20, restarts=settings.pgd_restarts, seed=seed, batch_size=bs)
     gen = torch.Generator().manual_seed(seed)
     noise = (torch.rand(x.shape, generator=gen).to(dev) * 2 - 1) * eps
@@ -390,8 +401,9 @@ def run_robustness_audit(
     ``"standard"`` trains with the evaluation protocol (metrics ``pgd20_acc`` …, baselines
     ``baseline_pgd20_acc`` … for the random real subset and ``dp_baseline_pgd20_acc`` … for the
     DP prototype baseline of a private release); ``"adversarial"`` trains with the
-    :class:`~securedc.robust.PGDRecipe` ``recipe`` (default ``PGDRecipe(eps=eps, steps=5)``;
-    metrics ``at_pgd20_acc``, ``baseline_at_pgd20_acc`` …). Models on S use ``soft_labels`` when given.
+    :class:`~securedc.robust.PGDRecipe` ``recipe`` (default ``PGDRecipe(eps=eps, steps=5)``, in quick
+    mode :meth:`~securedc.robust.PGDRecipe.fast`; metrics ``at_pgd20_acc``, ``baseline_at_pgd20_acc`` …).
+    Models on S use ``soft_labels`` when given.
 
     Quick mode sizes the work for a CPU without weakening the attacks on the compared numbers:
     every model gets the headline attacks (FGSM, PGD-20 with restarts); the first model trained
@@ -400,7 +412,9 @@ def run_robustness_audit(
     make the gate stricter, so the checks guard S, whose robustness is claimed); the
     adversarial-training protocol trains one model on S and one on the random real subset (it
     informs; the default gate uses the standard protocol; the DP prototype baseline, which no gate
-    reads under that protocol, is trained the standard way only). All of this is stated in ``notes``.
+    reads under that protocol, is trained the standard way only) with fast adversarial training
+    (FGSM-RS, one input gradient per batch; on digits its models are as robust as PGD-5 training's,
+    docs/audits.md). All of this is stated in ``notes``.
 
     Args:
         images, labels: the condensed set.
@@ -431,7 +445,8 @@ def run_robustness_audit(
     bad = [p for p in protocols if p not in ("standard", "adversarial")]
     if bad or not protocols:
         raise ConfigError(f"robustness protocols must be 'standard' and/or 'adversarial' (got {list(protocols)})")
-    recipe = recipe or PGDRecipe(eps=eps, steps=5)
+    fast_at = recipe is None and quick and "adversarial" in protocols
+    recipe = recipe or (PGDRecipe.fast(eps) if quick else PGDRecipe(eps=eps, steps=5))
     problems = eval_config.problems()
     if problems:
         raise ConfigError("; ".join(problems))
@@ -449,47 +464,60 @@ def run_robustness_audit(
     curve: dict[str, Any] = {}
     per_model: dict[str, list[dict[str, Any]]] = {}
     reused: list[str] = []
+    # informs only: the quick audit trains S and the random subset adversarially, not the DP baseline
+    work = [(protocol, name) for protocol in protocols for name in sets
+            if not (quick and protocol == "adversarial" and name == "dp_baseline")]
+    models_of: dict[tuple[str, str], list[nn.Module]] = {}
+    jobs: list[Callable[[], nn.Module]] = []
+    slots: list[tuple[str, str]] = []
+    for protocol, name in work:
+        at = protocol == "adversarial"
+        n_models = 1 if (quick and at) else eval_config.models
+        models_of[(protocol, name)] = list(trained.get(name, ()))[:n_models] if not at else []
+        if models_of[(protocol, name)]:
+            reused.append(name)
+        for k in range(len(models_of[(protocol, name)]), n_models):
+            x, y = sets[name][k % len(sets[name])]
+            jobs.append(functools.partial(train_model, x, y, num_classes=num_classes, mean=mean, std=std,
+                                          config=eval_config, seed=seed * 1000 + k, device=device,
+                                          soft_labels=soft_labels if name == "condensed" else None,
+                                          adversarial=recipe if at else None))
+            slots.append((protocol, name))
     with torch.random.fork_rng():
-        for protocol in protocols:
+        # the models train side by side on a CPU (seeded generators each), and so are they attacked
+        # unless AutoAttack runs (its parts seed and draw from the global RNG: one model at a time)
+        for slot, model in zip(slots, run_concurrently(jobs, device=device)):
+            models_of[slot].append(model)
+        attacks = [(protocol, name, k) for protocol, name in work for k in range(len(models_of[(protocol, name)]))]
+        audited = run_concurrently([
+            functools.partial(audit_model, models_of[(protocol, name)][k], tx, ty, eps=eps, num_classes=num_classes,
+                              seed=seed + k, autoattack=autoattack, settings=settings, batch_size=250,
+                              sanity=not quick or (k == 0 and name == "condensed"))
+            for protocol, name, k in attacks], device=device, workers=1 if autoattack else None)
+        for (protocol, name, k), result in zip(attacks, audited):
+            logger.info("robustness %s/%s model %d: %s", protocol, name, k, result.metrics)
+        for protocol, name in work:
             at = protocol == "adversarial"
-            n_models = 1 if (quick and at) else eval_config.models
-            for name, draws in sets.items():
-                if quick and at and name == "dp_baseline":
-                    continue  # informs only; the quick audit trains S and the random subset adversarially
-                models = list(trained.get(name, ()))[:n_models] if not at else []
-                if models:
-                    reused.append(name)
-                for k in range(len(models), n_models):
-                    x, y = draws[k % len(draws)]
-                    models.append(train_model(x, y, num_classes=num_classes, mean=mean, std=std, config=eval_config,
-                                              seed=seed * 1000 + k, device=device,
-                                              soft_labels=soft_labels if name == "condensed" else None,
-                                              adversarial=recipe if at else None))
-                results = []
-                for k, model in enumerate(models):
-                    results.append(audit_model(model, tx, ty, eps=eps, num_classes=num_classes, seed=seed + k,
-                                               autoattack=autoattack, settings=settings, batch_size=250,
-                                               sanity=not quick or (k == 0 and name == "condensed")))
-                    logger.info("robustness %s/%s model %d: %s", protocol, name, k, results[-1].metrics)
-                agg, agg_checks, mean_curve = _aggregate(results)
-                prefix = {"condensed": "", "baseline": N.baseline(""), "dp_baseline": N.dp_baseline("")}[name]
+            results = [r for (p, n, _), r in zip(attacks, audited) if (p, n) == (protocol, name)]
+            agg, agg_checks, mean_curve = _aggregate(results)
+            prefix = {"condensed": "", "baseline": N.baseline(""), "dp_baseline": N.dp_baseline("")}[name]
 
-                def key_of(metric: str, prefix: str = prefix, at: bool = at) -> str:
-                    return prefix + (at_metric(metric) if at else metric)
+            def key_of(metric: str, prefix: str = prefix, at: bool = at) -> str:
+                return prefix + (at_metric(metric) if at else metric)
 
-                metrics.update({key_of(key): v for key, v in agg.items()})
-                for key in agg:
-                    vals = [r.metrics[key] for r in results if key in r.metrics]
-                    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                    metrics[key_of(key).removesuffix("_acc") + "_ci95"] = 1.96 * sd / math.sqrt(len(vals))
-                tag = ("" if name == "condensed" else f"{name}:") + ("at:" if at else "")
-                checks += [{**c, "name": f"{tag}{c['name']}"} for c in agg_checks]
-                grids = [r.details["acc_vs_eps"]["eps"] for r in results if "acc_vs_eps" in r.details]
-                if grids:
-                    curve["eps"] = grids[0]
-                    curve[f"{name}_at" if at else name] = mean_curve
-                per_model[f"{name}_at" if at else name] = [
-                    {"metrics": r.metrics, "autoattack_broken": r.details["autoattack_broken"]} for r in results]
+            metrics.update({key_of(key): v for key, v in agg.items()})
+            for key in agg:
+                vals = [r.metrics[key] for r in results if key in r.metrics]
+                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                metrics[key_of(key).removesuffix("_acc") + "_ci95"] = 1.96 * sd / math.sqrt(len(vals))
+            tag = ("" if name == "condensed" else f"{name}:") + ("at:" if at else "")
+            checks += [{**c, "name": f"{tag}{c['name']}"} for c in agg_checks]
+            grids = [r.details["acc_vs_eps"]["eps"] for r in results if "acc_vs_eps" in r.details]
+            if grids:
+                curve["eps"] = grids[0]
+                curve[f"{name}_at" if at else name] = mean_curve
+            per_model[f"{name}_at" if at else name] = [
+                {"metrics": r.metrics, "autoattack_broken": r.details["autoattack_broken"]} for r in results]
     notes = [settings.describe()]
     if quick:
         notes.append("quick mode: reduced attack budgets (fewer PGD restarts, APGD/FAB steps, target classes and "
@@ -497,6 +525,9 @@ def run_robustness_audit(
                      "PGD-100, the accuracy-vs-eps curve and the sanity checks run on the first model trained on "
                      "S under each protocol; the adversarial-training protocol trains one model on S and one on the random "
                      "real subset (the DP prototype baseline is trained the standard way only)")
+        if fast_at:
+            notes.append("adversarial training uses fast AT (FGSM from a random start, step 1.25 eps; Wong, Rice & "
+                         "Kolter 2020): one input gradient per batch; a thorough audit trains with 5-step PGD")
     if reused:
         notes.append(f"standard protocol: the utility audit's models are attacked ({', '.join(reused)}), "
                      "not trained again")

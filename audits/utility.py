@@ -89,7 +89,7 @@ def run_utility_audit(
         ConfigError: no architecture given.
         DataError: S has more images per class than the real data.
     """
-    from securedc.evaluate import evaluate_draws, evaluate_set, random_subset
+    from securedc.evaluate import EvalRequest, evaluate_requests, random_subset
 
     if not architectures:
         raise ConfigError("the utility audit needs at least one architecture, e.g. ('convnet', 'mlp')")
@@ -99,38 +99,43 @@ def run_utility_audit(
     if int(counts.min()) != ipc:
         raise DataError(f"the condensed set must have the same number of images per class (got {counts.tolist()})")
     rx, ry = random_subset(train_images, train_labels, ipc, seed=seed + 1)
-    metrics: dict[str, float] = {}
-    per_arch: dict[str, Any] = {}
-    for arch in architectures:
-        cfg = dataclasses.replace(eval_config, model=arch)
-        common = dict(num_classes=num_classes, mean=mean, std=std, config=cfg, seed=seed, device=device,
-                      keep_models=models_out is not None)
-        syn = evaluate_set(images, labels, test_images, test_labels, **common)
-        rnd = evaluate_set(rx, ry, test_images, test_labels, **common)
-        if models_out is not None:
-            models_out[("condensed", arch)], models_out[("random", arch)] = syn.models, rnd.models
-        metrics[N.per_architecture(N.CONDENSED_ACC, arch)] = syn.mean
-        metrics[N.per_architecture(N.RANDOM_ACC, arch)] = rnd.mean
-        metrics[N.per_architecture(N.CONDENSED_STD, arch)] = syn.std
-        metrics[N.per_architecture(N.RANDOM_STD, arch)] = rnd.std
-        per_arch[arch] = {"condensed": syn.to_dict(), "random_subset": rnd.to_dict()}
     main = architectures[0]
-    for key in (N.CONDENSED_ACC, N.RANDOM_ACC, N.CONDENSED_STD, N.RANDOM_STD):
-        metrics[key] = metrics[N.per_architecture(key, main)]
-    notes = [f"{eval_config.models} fresh model(s) per architecture and training set; the random subset has "
-             f"{ipc} real image(s) per class drawn from the data the condenser saw"]
-    if math.isfinite(epsilon):
+    private = math.isfinite(epsilon)
+    d = None
+    if private:
         from securedc.privacy.baseline import baseline_delta, dp_prototype_draws
 
         d = baseline_delta(delta, int(train_labels.numel()))
         if dp_baseline is None:
             dp_baseline = dp_prototype_draws(train_images, train_labels, ipc=ipc, num_classes=num_classes,
                                              epsilon=float(epsilon), delta=d, draws=eval_config.models)
-        cfg = dataclasses.replace(eval_config, model=main)
-        dpb = evaluate_draws(dp_baseline, test_images, test_labels, num_classes=num_classes, mean=mean, std=std,
-                             config=cfg, seed=seed, device=device, keep_models=models_out is not None)
-        if models_out is not None:
-            models_out[("dp_baseline", main)] = dpb.models
+    # every model of every set is one job (trained side by side on a CPU), the main architecture first
+    sets = [(arch, name, draws) for arch in architectures
+            for name, draws in (("condensed", [(images, labels)]), ("random", [(rx, ry)]),
+                                ("dp_baseline", dp_baseline if private and arch == main else None)) if draws]
+    evals = evaluate_requests([EvalRequest(draws=draws, config=dataclasses.replace(eval_config, model=arch))
+                               for arch, _, draws in sets], test_images, test_labels, num_classes=num_classes,
+                              mean=mean, std=std, seed=seed, device=device, keep_models=models_out is not None)
+    results = {(arch, name): r for (arch, name, _), r in zip(sets, evals)}
+    if models_out is not None:
+        for (arch, name), r in results.items():
+            models_out[(name, arch)] = r.models
+    metrics: dict[str, float] = {}
+    per_arch: dict[str, Any] = {}
+    for arch in architectures:
+        syn, rnd = results[(arch, "condensed")], results[(arch, "random")]
+        metrics[N.per_architecture(N.CONDENSED_ACC, arch)] = syn.mean
+        metrics[N.per_architecture(N.RANDOM_ACC, arch)] = rnd.mean
+        metrics[N.per_architecture(N.CONDENSED_STD, arch)] = syn.std
+        metrics[N.per_architecture(N.RANDOM_STD, arch)] = rnd.std
+        per_arch[arch] = {"condensed": syn.to_dict(), "random_subset": rnd.to_dict()}
+    for key in (N.CONDENSED_ACC, N.RANDOM_ACC, N.CONDENSED_STD, N.RANDOM_STD):
+        metrics[key] = metrics[N.per_architecture(key, main)]
+    notes = [f"{eval_config.models} fresh model(s) per architecture and training set; the random subset has "
+             f"{ipc} real image(s) per class drawn from the data the condenser saw"]
+    if private:
+        assert dp_baseline is not None
+        dpb = results[(main, "dp_baseline")]
         metrics[N.DP_BASELINE_ACC], metrics[N.DP_BASELINE_STD] = dpb.mean, dpb.std
         per_arch[main]["dp_baseline"] = dpb.to_dict()
         if dp_baseline_kind == "paired":

@@ -29,7 +29,8 @@ from securedc.errors import ConfigError, DataError
 from securedc.models import seeded_model
 from securedc.robust import PGDRecipe, check_soft_labels, soft_label_loss
 
-__all__ = ["EvalResult", "train_model", "accuracy", "evaluate_set", "evaluate_draws", "random_subset"]
+__all__ = ["EvalRequest", "EvalResult", "train_model", "accuracy", "evaluate_set", "evaluate_draws",
+           "evaluate_requests", "random_subset"]
 
 logger = logging.getLogger(__name__)
 
@@ -183,11 +184,13 @@ def evaluate_set(
     soft_labels: Tensor | None = None,
     adversarial: PGDRecipe | None = None,
     keep_models: bool = False,
+    workers: int | None = None,
 ) -> EvalResult:
     """Mean ± std test accuracy of ``config.models`` fresh models trained on (images, labels).
 
     Model ``k`` is :func:`train_model` with seed ``seed * 1000 + k``; ``keep_models`` returns
-    the trained models in :attr:`EvalResult.models`.
+    the trained models in :attr:`EvalResult.models`. On a CPU the models train side by side
+    (:mod:`securedc.concurrency`; ``workers=1``: one after the other).
 
     Example:
         >>> from securedc.data import load_dataset
@@ -200,7 +203,7 @@ def evaluate_set(
     """
     return evaluate_draws([(images, labels)], test_images, test_labels, num_classes=num_classes, mean=mean,
                           std=std, config=config, seed=seed, device=device, soft_labels=soft_labels,
-                          adversarial=adversarial, keep_models=keep_models)
+                          adversarial=adversarial, keep_models=keep_models, workers=workers)
 
 
 def evaluate_draws(
@@ -217,6 +220,7 @@ def evaluate_draws(
     soft_labels: Tensor | None = None,
     adversarial: PGDRecipe | None = None,
     keep_models: bool = False,
+    workers: int | None = None,
 ) -> EvalResult:
     """:func:`evaluate_set` over a randomised training set: model ``k`` trains on ``draws[k mod len]``
     (seed ``seed * 1000 + k``), so the mean is the expected accuracy over draws.
@@ -225,31 +229,81 @@ def evaluate_draws(
         ConfigError: an invalid evaluation protocol.
         DataError: no training set given.
     """
-    problems = config.problems()
-    if problems:
-        raise ConfigError("; ".join(problems))
-    if not draws:
-        raise DataError("evaluation needs at least one training set")
-    t0 = time.perf_counter()
-    accs, models = [], []
-    for k in range(config.models):
-        images, labels = draws[k % len(draws)]
-        model = train_model(
-            images, labels, num_classes=num_classes, mean=mean, std=std, config=config,
-            seed=seed * 1000 + k, device=device, soft_labels=soft_labels, adversarial=adversarial,
-        )
-        accs.append(accuracy(model, test_images, test_labels))
-        if keep_models:
-            models.append(model)
-        logger.info("eval model %d/%d: %.4f", k + 1, config.models, accs[-1])
-    return EvalResult(
-        model=config.model,
-        accuracies=accs,
-        epochs=config.epochs,
-        train_size=int(draws[0][0].shape[0]),
-        seconds=time.perf_counter() - t0,
-        models=tuple(models),
-    )
+    request = EvalRequest(draws=draws, config=config, soft_labels=soft_labels, adversarial=adversarial)
+    return evaluate_requests([request], test_images, test_labels, num_classes=num_classes, mean=mean, std=std,
+                             seed=seed, device=device, keep_models=keep_models, workers=workers)[0]
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """One training set for :func:`evaluate_requests`: ``config.models`` fresh models, model ``k``
+    trained on ``draws[k mod len]`` (one draw for a fixed set)."""
+
+    draws: Sequence[tuple[Tensor, Tensor]]
+    config: EvalConfig = EvalConfig()
+    soft_labels: Tensor | None = None
+    adversarial: PGDRecipe | None = None
+
+
+def evaluate_requests(
+    requests: Sequence[EvalRequest],
+    test_images: Tensor,
+    test_labels: Tensor,
+    *,
+    num_classes: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    keep_models: bool = False,
+    workers: int | None = None,
+) -> list[EvalResult]:
+    """Evaluate several training sets at once: every model of every request is an independent
+    job, trained side by side on a CPU (:func:`securedc.concurrency.run_concurrently`; ``workers=1``
+    trains them one after the other). Model ``k`` of a request has seed ``seed * 1000 + k``, as in
+    :func:`evaluate_draws`. :attr:`EvalResult.seconds` is the training and testing time of the
+    request's own models (summed; concurrent models overlap in wall time).
+
+    Raises:
+        ConfigError: an invalid evaluation protocol.
+        DataError: a request without a training set.
+    """
+    from securedc.concurrency import run_concurrently
+
+    for request in requests:
+        problems = request.config.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+        if not request.draws:
+            raise DataError("evaluation needs at least one training set")
+
+    def job(request: EvalRequest, k: int) -> Callable[[], tuple[nn.Module, float, float]]:
+        def run() -> tuple[nn.Module, float, float]:
+            t0 = time.perf_counter()
+            images, labels = request.draws[k % len(request.draws)]
+            model = train_model(images, labels, num_classes=num_classes, mean=mean, std=std, config=request.config,
+                                seed=seed * 1000 + k, device=device, soft_labels=request.soft_labels,
+                                adversarial=request.adversarial)
+            acc = accuracy(model, test_images, test_labels)
+            logger.info("eval %s model %d/%d: %.4f", request.config.model, k + 1, request.config.models, acc)
+            return model, acc, time.perf_counter() - t0
+
+        return run
+
+    keys = [(i, k) for i, r in enumerate(requests) for k in range(r.config.models)]
+    outs = dict(zip(keys, run_concurrently([job(requests[i], k) for i, k in keys], device=device, workers=workers)))
+    results = []
+    for i, r in enumerate(requests):
+        mine = [outs[(i, k)] for k in range(r.config.models)]
+        results.append(EvalResult(
+            model=r.config.model,
+            accuracies=[acc for _, acc, _ in mine],
+            epochs=r.config.epochs,
+            train_size=int(r.draws[0][0].shape[0]),
+            seconds=sum(sec for _, _, sec in mine),
+            models=tuple(m for m, _, _ in mine) if keep_models else (),
+        ))
+    return results
 
 
 def random_subset(images: Tensor, labels: Tensor, ipc: int, *, seed: int) -> tuple[Tensor, Tensor]:

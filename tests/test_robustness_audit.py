@@ -97,6 +97,9 @@ def test_run_robustness_audit_condensed_vs_baseline(digits):
     assert r.passed == all(c["passed"] for c in r.details["sanity_checks"])
     assert any("quick" in n for n in r.notes)
     assert len(r.details["per_model"]["condensed"]) == 2 and len(r.details["per_model"]["condensed_at"]) == 1
+    # the quick audit's adversarial training is fast AT (FGSM-RS), stated in the details and notes
+    assert r.details["protocols"]["adversarial"]["name"] == "fgsm-rs"
+    assert any("fast AT" in n for n in r.notes)
 
 
 def test_standard_protocol_attacks_given_models_and_the_dp_baseline(digits, trained):

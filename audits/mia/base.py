@@ -16,6 +16,7 @@ neighbour attack returns ``neighbour-pixel`` and ``neighbour-feature``.
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from securedc.concurrency import run_concurrently
 from securedc.config import EvalConfig
 from securedc.errors import ConfigError
 from securedc.registry import Registry
@@ -160,10 +162,10 @@ class AttackContext:
     def target_models(self) -> list[nn.Module]:
         """``eval_config.models`` models trained on the release (cached)."""
         if self._target_models is None:
-            self._target_models = [
-                self._train(self.release_images, self.release_labels, self.seed * 1000 + 17 + k)
+            self._target_models = run_concurrently([
+                functools.partial(self._train, self.release_images, self.release_labels, self.seed * 1000 + 17 + k)
                 for k in range(self.eval_config.models)
-            ]
+            ])
         return self._target_models
 
     def target_logits(self) -> Tensor:
@@ -193,25 +195,30 @@ class AttackContext:
             raise ConfigError("this attack needs shadow condensations: give shadow_fn and shadows >= 1")
         n = self.target_images.shape[0]
         gen = torch.Generator().manual_seed(self.seed * 7919 + 3)
-        masks, t_logits, p_logits = [], [], []
-        split = None
+        masks = []
         for k in range(self.shadows):
             if k % 2 == 0:
                 split = torch.zeros(n, dtype=torch.bool)
                 split[torch.randperm(n, generator=gen)[: n // 2]] = True
-                mask = split
+                masks.append(split)
             else:
-                mask = ~split
-            x = torch.cat([self.extra_member_images, self.target_images[mask]])
-            y = torch.cat([self.extra_member_labels, self.target_labels[mask]])
+                masks.append(~masks[-1])
+        shadow_fn = self.shadow_fn
+        assert shadow_fn is not None
+
+        def shadow(k: int) -> tuple[Tensor, Tensor]:
+            x = torch.cat([self.extra_member_images, self.target_images[masks[k]]])
+            y = torch.cat([self.extra_member_labels, self.target_labels[masks[k]]])
             shadow_seed = self.seed * 1000 + 101 + k
-            syn_x, syn_y = self.shadow_fn(x, y, shadow_seed)
+            syn_x, syn_y = shadow_fn(x, y, shadow_seed)
             model = self._train(syn_x.detach().float(), syn_y.long(), shadow_seed)
-            masks.append(mask.clone())
-            t_logits.append(model_outputs(model, self.target_images))
-            p_logits.append(model_outputs(model, self.population_images))
             logger.info("MIA shadow %d/%d done (%d training images)", k + 1, self.shadows, x.shape[0])
-        self._shadow = ShadowStats(torch.stack(masks), torch.stack(t_logits), torch.stack(p_logits))
+            return model_outputs(model, self.target_images), model_outputs(model, self.population_images)
+
+        # the shadow condensations are independent (seeded, fresh DP noise each): side by side on a CPU
+        outs = run_concurrently([functools.partial(shadow, k) for k in range(self.shadows)])
+        self._shadow = ShadowStats(torch.stack(masks), torch.stack([t for t, _ in outs]),
+                                   torch.stack([p for _, p in outs]))
         return self._shadow
 
 

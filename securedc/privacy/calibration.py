@@ -152,24 +152,50 @@ def _calibrate(target_epsilon: float, target_delta: float, sample_rate: float, s
         return epsilon_of(prefix + [(sigma, sample_rate, steps)], delta=target_delta, accountant=accountant)
 
     tol = min(0.01, 0.005 * target_epsilon)
-    hi = 1.0
-    while eps(hi) > target_epsilon:
-        hi *= 2
+    # bracket [lo, hi]: eps(lo) > target >= eps(hi), found by doubling / halving from σ = 1
+    lo, hi = 0.5, 1.0
+    e_hi = eps(hi)
+    while e_hi > target_epsilon:
+        lo, hi = hi, 2 * hi
         if hi > 1e6:
             raise PrivacyError(
                 f"cannot reach epsilon={target_epsilon:g} with delta={target_delta:g}: "
                 "raise --epsilon or lower the number of releases"
             )
-    lo = 0.0
+        e_hi = eps(hi)
+    e_lo = eps(lo)
+    while e_lo <= target_epsilon and lo > 1e-6:
+        hi, e_hi, lo = lo, e_lo, lo / 2
+        e_lo = eps(lo)
+    if target_epsilon - e_hi < tol:
+        return float(hi)
+    # Illinois regula falsi on (log σ, log ε) — nearly linear for the Gaussian mechanism, so a few
+    # accountant evaluations replace bisection's dozen — with the same stopping rule
+    f_lo = math.log(e_lo / target_epsilon) if math.isfinite(e_lo) else math.inf
+    f_hi = math.log(e_hi / target_epsilon) if e_hi > 0 else -math.inf
+    kept = 0  # which end was kept last time (-1: lo, +1: hi)
     while hi - lo > 1e-6 * hi:
-        mid = (lo + hi) / 2
+        a, b = math.log(lo), math.log(hi)
+        if math.isfinite(f_lo) and math.isfinite(f_hi) and f_lo != f_hi:
+            x = b - f_hi * (b - a) / (f_hi - f_lo)
+            x = min(max(x, a + 0.01 * (b - a)), b - 0.01 * (b - a))
+        else:
+            x = (a + b) / 2
+        mid = math.exp(x)
         e = eps(mid)
         if e > target_epsilon:
-            lo = mid
+            lo, f_lo = mid, math.log(e / target_epsilon) if math.isfinite(e) else math.inf
+            if kept == -1 and math.isfinite(f_hi):
+                f_hi /= 2
+            kept = -1
         else:
             hi = mid
             if target_epsilon - e < tol:
                 break
+            f_hi = math.log(e / target_epsilon) if e > 0 else -math.inf
+            if kept == 1 and math.isfinite(f_lo):
+                f_lo /= 2
+            kept = 1
     return float(hi)
 
 

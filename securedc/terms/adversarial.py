@@ -313,7 +313,7 @@ class AdversarialTerm(Term):
     def _recipe(self) -> "PGDRecipe":
         from securedc.robust import PGDRecipe
 
-        return PGDRecipe(eps=self.eps, steps=min(self.steps, 5))
+        return PGDRecipe.fast(self.eps)
 
     def _round_of(self, ctx: StepContext) -> int:
         return int(getattr(ctx, "release", ctx.step)) // self.retrain_every
