@@ -20,7 +20,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -162,11 +162,27 @@ class AttackContext:
     def target_models(self) -> list[nn.Module]:
         """``eval_config.models`` models trained on the release (cached)."""
         if self._target_models is None:
-            self._target_models = run_concurrently([
-                functools.partial(self._train, self.release_images, self.release_labels, self.seed * 1000 + 17 + k)
-                for k in range(self.eval_config.models)
-            ])
+            self._target_models = run_concurrently(self._target_jobs())
         return self._target_models
+
+    def _target_jobs(self) -> list[Callable[[], nn.Module]]:
+        return [functools.partial(self._train, self.release_images, self.release_labels, self.seed * 1000 + 17 + k)
+                for k in range(self.eval_config.models)]
+
+    def prefetch(self, *, shadows: bool) -> None:
+        """Train the target models and, with ``shadows``, run the shadow condensations, all side by
+        side on a CPU (:mod:`securedc.concurrency`); the attacks then read the cached results."""
+        jobs: list[Callable[[], Any]] = self._target_jobs() if self._target_models is None else []
+        n_targets = len(jobs)
+        masks = None
+        if shadows and self.has_shadows and self._shadow is None:
+            masks, shadow_jobs = self._shadow_jobs()
+            jobs += shadow_jobs
+        outs = run_concurrently(jobs)
+        if n_targets:
+            self._target_models = outs[:n_targets]
+        if masks is not None:
+            self._shadow = self._shadow_from(masks, outs[n_targets:])
 
     def target_logits(self) -> Tensor:
         """``[M, n_targets, C]`` logits of the models trained on S (cached)."""
@@ -193,6 +209,12 @@ class AttackContext:
             return self._shadow
         if not self.has_shadows:
             raise ConfigError("this attack needs shadow condensations: give shadow_fn and shadows >= 1")
+        masks, jobs = self._shadow_jobs()
+        self._shadow = self._shadow_from(masks, run_concurrently(jobs))
+        return self._shadow
+
+    def _shadow_jobs(self) -> tuple[list[Tensor], list[Callable[[], tuple[Tensor, Tensor]]]]:
+        """The IN masks over the targets and one job per shadow (condense, train, logits)."""
         n = self.target_images.shape[0]
         gen = torch.Generator().manual_seed(self.seed * 7919 + 3)
         masks = []
@@ -215,11 +237,12 @@ class AttackContext:
             logger.info("MIA shadow %d/%d done (%d training images)", k + 1, self.shadows, x.shape[0])
             return model_outputs(model, self.target_images), model_outputs(model, self.population_images)
 
-        # the shadow condensations are independent (seeded, fresh DP noise each): side by side on a CPU
-        outs = run_concurrently([functools.partial(shadow, k) for k in range(self.shadows)])
-        self._shadow = ShadowStats(torch.stack(masks), torch.stack([t for t, _ in outs]),
-                                   torch.stack([p for _, p in outs]))
-        return self._shadow
+        # the shadow condensations are independent (seeded, fresh DP noise each)
+        return masks, [functools.partial(shadow, k) for k in range(self.shadows)]
+
+    @staticmethod
+    def _shadow_from(masks: list[Tensor], outs: Sequence[tuple[Tensor, Tensor]]) -> ShadowStats:
+        return ShadowStats(torch.stack(masks), torch.stack([t for t, _ in outs]), torch.stack([p for _, p in outs]))
 
 
 class MIAttack(abc.ABC):
