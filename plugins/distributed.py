@@ -275,8 +275,8 @@ def _fit_rank(
                 classes=mine,
             )
             mechanism = condenser.make_mechanism(bundle.train_images, bundle.train_labels, noise_seed=noise_seed)
-            if drawn and hasattr(mechanism, "noise_seed_given"):
-                mechanism.noise_seed_given = False  # drawn from the OS CSPRNG (on rank 0), as in one process
+            if drawn and hasattr(mechanism, "streams"):
+                mechanism.streams.given = False  # drawn from the OS CSPRNG (on rank 0), as in one process
             result = condenser.fit(
                 mechanism,
                 callback=callback if rank == 0 else None,
