@@ -173,7 +173,8 @@ def _calibrate(target_epsilon: float, target_delta: float, sample_rate: float, s
     # accountant evaluations replace bisection's dozen — with the same stopping rule
     f_lo = math.log(e_lo / target_epsilon) if math.isfinite(e_lo) else math.inf
     f_hi = math.log(e_hi / target_epsilon) if e_hi > 0 else -math.inf
-    kept = 0  # which end was kept last time (-1: lo, +1: hi)
+    moved = 0  # which end the last step replaced (-1: lo, +1: hi); Illinois halves the other end's
+    # value when the same end is replaced twice running
     while hi - lo > 1e-6 * hi:
         a, b = math.log(lo), math.log(hi)
         if math.isfinite(f_lo) and math.isfinite(f_hi) and f_lo != f_hi:
@@ -185,17 +186,17 @@ def _calibrate(target_epsilon: float, target_delta: float, sample_rate: float, s
         e = eps(mid)
         if e > target_epsilon:
             lo, f_lo = mid, math.log(e / target_epsilon) if math.isfinite(e) else math.inf
-            if kept == -1 and math.isfinite(f_hi):
+            if moved == -1 and math.isfinite(f_hi):
                 f_hi /= 2
-            kept = -1
+            moved = -1
         else:
             hi = mid
             if target_epsilon - e < tol:
                 break
             f_hi = math.log(e / target_epsilon) if e > 0 else -math.inf
-            if kept == 1 and math.isfinite(f_lo):
+            if moved == 1 and math.isfinite(f_lo):
                 f_lo /= 2
-            kept = 1
+            moved = 1
     return float(hi)
 
 
