@@ -1,116 +1,157 @@
-"""Robustness benchmark: Fashion-MNIST IPC 10, mean-embedding (DM) with and without the adversarial term.
+"""Robustness benchmark: Fashion-MNIST IPC 10 — plain DM vs. robust-feature matching (issue 14).
 
-CPU-sized protocol (the machine is a shared 2-core CPU; see the printed/JSON ``protocol``):
-condense IPC 10 from the full 60k training set for ``--iterations`` steps (real init, DSA,
-``--batch-real`` real images per class per step, a fresh random ConvNet-3 per step); train
-``--models`` fresh ConvNet-3 per set for ``--epochs`` epochs (DSA, SGD lr 0.01); attack the
-first ``--test`` test images with PGD-20 (eps/4 steps, random start) and quick AutoAttack
-(APGD-CE -> APGD-T -> FAB-T -> Square at reduced budgets, see ``protocol.autoattack``) at
-eps 8/255 and 0.1. Sets: plain DM, DM + adversarial term (random attack network), DM +
-adversarial term (network trained on S), and the random real subset.
+For every seed, condenses the full 60 000-image training set with the product's non-private
+defaults (``securedc condense --dataset fashion-mnist``) and with the adversarial term
+(``--adv-eps 8/255``: real features under an extractor adversarially trained on S, post-processing
+only), optionally also with the robust teacher's soft labels (``--soft-labels``); draws a random
+real subset of the same size; then runs the product's robustness audit
+(:func:`securedc.audits.robustness.run_robustness_audit`, quick attack budgets) on each set under
+both training protocols:
 
-    /work/venv/bin/python benchmarks/robust_fmnist.py --out benchmarks/results/robust_fmnist
+- ``standard``: fresh ConvNet-3 trained on the set with the evaluation protocol given by
+  ``--eval-epochs`` / ``--eval-dsa`` (default: the independent evaluator's — 300 epochs, SGD 0.01,
+  no augmentation);
+- ``adversarial``: one ConvNet-3 trained on the set with fast adversarial training (FGSM from a
+  random start, the quick audit's recipe).
+
+Attacks (pixel-space L∞, normalisation inside the model): PGD-20 with 2 restarts and AutoAttack
+assembled from torchattacks (APGD-CE → APGD-T → FAB-T → Square, reduced budgets — the numbers are
+upper bounds on robust accuracy), on the same ``--test`` real test images for every set.
+
+    python benchmarks/robust_fmnist.py --seeds 0 1 2 --out benchmarks/results/robust_fmnist
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from securedc.audits.robustness import AttackSettings, _autoattack, _correct, _pgd_acc
-from securedc.condenser import Condenser
-from securedc.config import AdversarialConfig, CondenseConfig, EvalConfig
+from securedc.audits.robustness import run_robustness_audit
+from securedc.condensation import run_condensation
+from securedc.config import CondenseConfig, EvalConfig, parse_number
 from securedc.data import load_dataset
-from securedc.evaluate import random_subset, train_model
+from securedc.evaluate import random_subset
 
-EPS = {"8/255": 8 / 255, "0.1": 0.1}
-
-
-def attack_scores(model, x, y, *, settings: AttackSettings, seed: int) -> dict[str, float]:
-    clean = _correct(model, x, y, batch_size=250)
-    out = {"clean": float(clean.float().mean())}
-    for label, eps in EPS.items():
-        out[f"pgd20@{label}"] = _pgd_acc(model, x, y, clean, eps=eps, steps=20, restarts=1, seed=seed, batch_size=250)
-        out[f"autoattack@{label}"], _ = _autoattack(model, x, y, clean, eps=eps, num_classes=10, settings=settings,
-                                                   seed=seed, batch_size=250)
-    return out
+METRICS = ("clean_acc", "pgd20_acc", "autoattack_acc", "at_clean_acc", "at_pgd20_acc", "at_autoattack_acc")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--iterations", type=int, default=60)
-    ap.add_argument("--batch-real", type=int, default=32)
-    ap.add_argument("--adv-eps", type=float, default=0.1)
-    ap.add_argument("--adv-steps", type=int, default=3)
-    ap.add_argument("--adv-weight", type=float, default=1.0)
-    ap.add_argument("--models", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=100)
-    ap.add_argument("--test", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--aa-steps", type=int, default=25)
-    ap.add_argument("--square-queries", type=int, default=500)
-    ap.add_argument("--out", default="benchmarks/results/robust_fmnist")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    t_all = time.perf_counter()
-    b = load_dataset("fashion-mnist")
-    tx, ty = b.test_images[: args.test], b.test_labels[: args.test]
-    settings = AttackSettings(pgd_restarts=1, apgd_steps=args.aa_steps, target_classes=3, fab_steps=args.aa_steps,
-                              square_queries=args.square_queries)
-    eval_cfg = EvalConfig(models=args.models, epochs=args.epochs)
-    adv = dict(eps=args.adv_eps, steps=args.adv_steps, alpha=args.adv_eps / 2, weight=args.adv_weight)
-    variants = {
-        "dm": AdversarialConfig(),
-        "dm+adv(random)": AdversarialConfig(**adv, attack_network="random"),
-        "dm+adv(synthetic)": AdversarialConfig(**adv, attack_network="synthetic"),
+def _config(variant: str, args: argparse.Namespace, seed: int) -> CondenseConfig:
+    """``dm``: the product's defaults; ``term``: with ``--adv-eps`` (and the teacher's soft labels,
+    post-processing of the same S, when ``term+soft`` is also benchmarked)."""
+    options: dict = dict(ipc=args.ipc, iterations=args.iterations, seed=seed)
+    if args.batch_real:
+        options["batch_real"] = args.batch_real
+    if variant == "term":
+        options["adv_eps"] = args.eps
+        options["soft_labels"] = "term+soft" in args.variants
+    return CondenseConfig.from_options(**options)
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float) -> str:
+    """Write ``OUT.json`` and ``OUT.md`` from the rows measured so far; returns the Markdown."""
+    summary = {name: {k: _mean_sd([r[k] for r in rs]) for k in (*METRICS, "condensation_seconds") if rs and k in rs[0]}
+               for name, rs in rows.items()}
+    protocol = {
+        "dataset": f"fashion-mnist (60000 train; {args.test} test images, a seeded subsample, attacked)",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, cpu",
+        "ipc": args.ipc, "iterations": args.iterations, "batch_real": args.batch_real or "product default",
+        "condense": "product non-private defaults (mean-embedding, statistics bank reuse 4, DSA); variants add "
+                    f"--adv-eps {args.eps} (robust-feature matching, extractor adversarially trained on S) and "
+                    "--soft-labels",
+        "standard_protocol": f"{args.eval_models} ConvNet-3 per set and seed x {args.eval_epochs} epochs, SGD lr 0.01, "
+                             f"augmentation {args.eval_dsa}",
+        "adversarial_protocol": "1 ConvNet-3 per set and seed, fast adversarial training (FGSM-RS, step 1.25 eps)",
+        "attacks": f"pixel-space Linf eps {args.eps}: PGD-20 (2 restarts) and quick AutoAttack (APGD-CE, APGD-T, "
+                   "FAB-T, Square at reduced budgets: upper bounds)",
+        "seeds": args.seeds,
     }
-    sets = {name: None for name in variants} | {"random subset": random_subset(b.train_images, b.train_labels, 10, seed=1)}
-    timing, results = {}, {}
-    for name in sets:
-        if name in variants:
-            cfg = CondenseConfig(ipc=10, iterations=args.iterations, batch_real=args.batch_real, seed=0,
-                                 adversarial=variants[name])
-            c = Condenser(cfg, num_classes=10, image_shape=b.image_shape, mean=b.mean, std=b.std)
-            r = c.fit(c.make_mechanism(b.train_images, b.train_labels))
-            sets[name] = (r.images, r.labels)
-            timing[name] = r.seconds / max(1, r.steps_done)
-            print(f"{name}: {timing[name]:.2f} s/iteration", flush=True)
-        x, y = sets[name]
-        per = []
-        for k in range(args.models):
-            model = train_model(x, y, num_classes=10, mean=b.mean, std=b.std, config=eval_cfg, seed=k)
-            per.append(attack_scores(model, tx, ty, settings=settings, seed=k))
-        results[name] = {key: statistics.fmean(p[key] for p in per) for key in per[0]}
-        results[name]["per_model"] = per
-        print(name, {k: round(v, 4) for k, v in results[name].items() if k != "per_model"}, flush=True)
-    out = {
-        "protocol": {
-            "dataset": "fashion-mnist (60000 train; first %d test images attacked)" % args.test,
-            "ipc": 10, "iterations": args.iterations, "batch_real_per_class": args.batch_real,
-            "condense": "mean-embedding, real init, DSA, fresh random ConvNet-3 per step, SGD lr 1 momentum 0.5",
-            "adversarial_term": {**adv, "retrain_every": 50, "retrain_epochs": 50, "note": "synthetic net trained once on the initial S when iterations < 50"},
-            "eval": {"models": args.models, "epochs": args.epochs, "model": "convnet", "dsa": eval_cfg.dsa},
-            "attacks": "PGD-20 (alpha eps/4, random start, 1 restart); AutoAttack quick: " + settings.describe(),
-            "threads": args.threads,
-        },
-        "seconds_per_iteration": timing,
-        "results": results,
-        "total_seconds": time.perf_counter() - t_all,
-    }
+    out = {"protocol": protocol, "per_seed": rows, "summary": summary, "total_seconds": elapsed}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(json.dumps(out, indent=2))
-    lines = ["| set | clean | PGD-20 @8/255 | AA @8/255 | PGD-20 @0.1 | AA @0.1 | s/iter |", "|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {100*r['clean']:.1f} | {100*r['pgd20@8/255']:.1f} | {100*r['autoattack@8/255']:.1f} | "
-                     f"{100*r['pgd20@0.1']:.1f} | {100*r['autoattack@0.1']:.1f} | {timing.get(name, 0):.2f} |")
-    md = "# Robustness benchmark: Fashion-MNIST IPC 10\n\n" + "\n".join(lines) + "\n\nProtocol: ```" + json.dumps(out["protocol"], indent=1) + "```\n"
+
+    def cell(name: str, key: str) -> str:
+        if key not in summary[name]:
+            return ""
+        m, s = summary[name][key]
+        return f"{100 * m:.1f} ± {100 * s:.1f}"
+
+    lines = [
+        f"# Robustness benchmark: Fashion-MNIST IPC {args.ipc}, L∞ {args.eps}",
+        "",
+        f"Machine: {protocol['machine']}. Mean ± sd over seeds {args.seeds}. Command: "
+        f"`python benchmarks/robust_fmnist.py --seeds {' '.join(map(str, args.seeds))} --iterations {args.iterations} "
+        f"--eval-epochs {args.eval_epochs} --eval-dsa {args.eval_dsa} --test {args.test}`",
+        "",
+        "| set | condensation s | clean | PGD-20 | AutoAttack | AT: clean | AT: PGD-20 | AT: AutoAttack |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in summary:
+        secs = summary[name].get("condensation_seconds", (0.0, 0.0))[0]
+        lines.append(f"| {name} | {secs:.0f} | " + " | ".join(cell(name, k) for k in METRICS) + " |")
+    lines += ["", "Protocol:", "", "```json", json.dumps(protocol, indent=1), "```", ""]
+    md = "\n".join(lines)
     path.with_suffix(".md").write_text(md)
+    return md
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=["dm", "term", "term+soft"],
+                    choices=["dm", "term", "term+soft"])
+    ap.add_argument("--ipc", type=int, default=10)
+    ap.add_argument("--iterations", type=int, default=300, help="condensation steps (product default 300)")
+    ap.add_argument("--batch-real", type=int, default=0, help="real images per class per release (0 = product default)")
+    ap.add_argument("--eps", default="8/255")
+    ap.add_argument("--eval-models", type=int, default=1, help="standard-protocol models per set and seed")
+    ap.add_argument("--eval-epochs", type=int, default=300)
+    ap.add_argument("--eval-dsa", default="none", help="augmentation of the evaluation protocol ('none' = the evaluator's)")
+    ap.add_argument("--test", type=int, default=500, help="real test images attacked (the same for every set)")
+    ap.add_argument("--out", default="benchmarks/results/robust_fmnist")
+    args = ap.parse_args()
+    eps = parse_number(args.eps, name="--eps")
+
+    t_all = time.perf_counter()
+    bundle = load_dataset("fashion-mnist")
+    eval_config = EvalConfig(models=args.eval_models, epochs=args.eval_epochs, dsa=args.eval_dsa)
+    rows: dict[str, list[dict]] = {v: [] for v in [*args.variants, "random subset"]}
+    for seed in args.seeds:
+        sets: dict[str, tuple] = {}
+        for variant in [v for v in ("dm", "term") if v in args.variants or (v == "term" and "term+soft" in args.variants)]:
+            t0 = time.perf_counter()
+            cond = run_condensation(_config(variant, args, seed), bundle)
+            seconds = time.perf_counter() - t0
+            print(f"seed {seed} {variant}: condensed in {seconds:.0f} s", flush=True)
+            if variant in args.variants:
+                sets[variant] = (cond.images, cond.labels, None, seconds)
+            if cond.soft_labels is not None:  # the same S, trained with the robust teacher's soft labels
+                sets["term+soft"] = (cond.images, cond.labels, cond.soft_labels, seconds)
+        x, y = random_subset(bundle.train_images, bundle.train_labels, args.ipc, seed=seed)
+        sets["random subset"] = (x, y, None, 0.0)
+        for name, (images, labels, soft, seconds) in sets.items():
+            t0 = time.perf_counter()
+            result = run_robustness_audit(
+                images, labels, bundle.test_images, bundle.test_labels, num_classes=bundle.num_classes,
+                mean=bundle.mean, std=bundle.std, eps=eps, eval_config=eval_config, seed=seed,
+                max_test=args.test, quick=True, soft_labels=soft)
+            row = {k: result.metrics[k] for k in METRICS if k in result.metrics}
+            row.update(seed=seed, condensation_seconds=seconds, audit_seconds=time.perf_counter() - t0,
+                       sanity_passed=result.passed)
+            rows[name].append(row)
+            print(f"seed {seed} {name}: " + ", ".join(f"{k} {100 * row[k]:.1f}" for k in METRICS if k in row)
+                  + f" ({row['audit_seconds']:.0f} s)", flush=True)
+        md = _write(rows, args, time.perf_counter() - t_all)  # after every seed: a long run leaves results
     print(md)
 
 

@@ -226,10 +226,8 @@ def fit_distributed(
     comm_device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
     drawn = False
     if config.privacy.private and noise_seed is None:
-        # one secret seed for all ranks: per-class generators keyed by it reproduce one process
-        seed_t = torch.tensor([secrets.randbits(62) if rank == 0 else 0], dtype=torch.int64, device=comm_device)
-        dist.broadcast(seed_t, src=0)
-        noise_seed, drawn = int(seed_t.item()), True
+        # one secret key for all ranks: per-class generators keyed by it reproduce one process
+        noise_seed, drawn = _broadcast_key(secrets.randbits(128) if rank == 0 else 0, comm_device), True
     try:
         return _fit_rank(
             config, bundle, rank, world, comm_device, callback, checkpoint_path, resume_from, noise_seed, drawn
@@ -240,6 +238,13 @@ def fit_distributed(
             # Keep the group for later calls in this process: re-initialising on the launcher's
             # store (same MASTER_PORT, stale rank keys) can deadlock in gloo's rendezvous.
             atexit.register(_destroy_group)
+
+
+def _broadcast_key(key: int, device: torch.device) -> int:
+    """Rank 0's 128-bit secret key on every rank: sent as four 32-bit limbs (int64 holds 63 bits)."""
+    limbs = torch.tensor([(key >> (32 * i)) & 0xFFFFFFFF for i in range(4)], dtype=torch.int64, device=device)
+    dist.broadcast(limbs, src=0)
+    return sum(int(v) << (32 * i) for i, v in enumerate(limbs.tolist()))
 
 
 def _destroy_group() -> None:

@@ -120,3 +120,20 @@ def test_docstring_examples():
 
     result = doctest.testmod(module)
     assert result.attempted >= 4 and result.failed == 0
+
+
+def test_broadcast_key_keeps_all_128_bits(tmp_path):
+    """The secret noise key shared by the ranks of a DP run is the full 128-bit key (not a narrower seed)."""
+    import secrets
+
+    import torch.distributed as dist
+
+    from securedc.plugins.distributed import _broadcast_key
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        for key in (0, 1, 2**63 - 1, 2**63, 2**127 + 12345, 2**128 - 1, secrets.randbits(128)):
+            assert _broadcast_key(key, torch.device("cpu")) == key
+    finally:
+        dist.destroy_process_group()
