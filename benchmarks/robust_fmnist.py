@@ -90,8 +90,9 @@ def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float
         f"# Robustness benchmark: Fashion-MNIST IPC {args.ipc}, L∞ {args.eps}",
         "",
         f"Machine: {protocol['machine']}. Mean ± sd over seeds {args.seeds}. Command: "
-        f"`python benchmarks/robust_fmnist.py --seeds {' '.join(map(str, args.seeds))} --iterations {args.iterations} "
-        f"--eval-epochs {args.eval_epochs} --eval-dsa {args.eval_dsa} --test {args.test}`",
+        f"`python benchmarks/robust_fmnist.py --seeds {' '.join(map(str, args.seeds))} --variants {' '.join(args.variants)} "
+        f"--iterations {args.iterations} --batch-real {args.batch_real} --eps {args.eps} --eval-epochs {args.eval_epochs} "
+        f"--eval-dsa {args.eval_dsa} --test {args.test}`",
         "",
         "| set | condensation s | clean | PGD-20 | AutoAttack | AT: clean | AT: PGD-20 | AT: AutoAttack |",
         "|---|---|---|---|---|---|---|---|",

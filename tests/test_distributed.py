@@ -66,6 +66,12 @@ for tag, privacy in (("inf", PrivacyConfig()), ("eps8", PrivacyConfig(epsilon=8.
     if result is not None:
         save_condensed(f"{out}/{tag}.safetensors", result.images, result.labels,
                        {"privacy": result.privacy, "losses": result.losses})
+# the secret key rank 0 draws for a DP run without noise_seed, as every rank receives it
+import secrets, torch.distributed as dist
+from securedc.plugins.distributed import _broadcast_key
+rank = dist.get_rank()
+key = _broadcast_key(secrets.randbits(128) if rank == 0 else 0, torch.device("cpu"))
+open(f"{out}/key{rank}.txt", "w").write(format(key, "032x"))
 """
 
 
@@ -90,6 +96,8 @@ def test_fit_distributed_two_ranks_bit_identical(digits, tmp_path):
         assert got.manifest["privacy"] == ref.privacy  # same sigma, q, T, delta, accountant history
         assert got.manifest["losses"] == pytest.approx(ref.losses, rel=1e-5)  # rank losses summed
     assert got.privacy["private"] and got.privacy["epsilon"] <= 8.0 + 1e-6
+    keys = [(tmp_path / f"key{rank}.txt").read_text() for rank in (0, 1)]
+    assert keys[0] == keys[1] and int(keys[0], 16) > 0  # one 128-bit key, received whole by rank 1
 
 
 @pytest.mark.slow
