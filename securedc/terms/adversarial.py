@@ -199,7 +199,7 @@ class AdversarialTerm(Term):
         ``"perturbed"``: every real example is PGD-perturbed against the step network (or a
         network trained on S, ``attack_network="synthetic"``) and matched under the step
         network. Measured: this *lowers* PGD accuracy of models trained on S (digits and
-        FMNIST, ``benchmarks/results/robust_fmnist.md``); kept only as the comparison variant.
+        FMNIST, ``benchmarks/results/robust_fmnist_perturbed.md``); kept only as the comparison variant.
 
     Statistics bank contract: :meth:`prepare` is a deterministic function of the context
     (``ctx.generator``, ``ctx.network``, ``ctx.release``/``ctx.step``) and of the term's state.
