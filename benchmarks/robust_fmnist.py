@@ -100,6 +100,7 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float) -> str:
     """Write ``OUT.json`` and ``OUT.md`` from the rows measured so far; returns the Markdown."""
+    measured = sorted({r["seed"] for rs in rows.values() for r in rs})
     summary = {name: {k: _mean_sd([r[k] for r in rs]) for k in (*METRICS, "condensation_seconds") if rs and k in rs[0]}
                for name, rs in rows.items()}
     protocol = {
@@ -115,7 +116,7 @@ def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float
         "adversarial_protocol": "1 ConvNet-3 per set and seed, fast adversarial training (FGSM-RS, step 1.25 eps)",
         "attacks": f"pixel-space Linf eps {args.eps}: PGD-20 (2 restarts) and quick AutoAttack (APGD-CE, APGD-T, "
                    "FAB-T, Square at reduced budgets: upper bounds)",
-        "seeds": args.seeds,
+        "seeds": measured,
     }
     out = {"protocol": protocol, "per_seed": rows, "summary": summary, "total_seconds": elapsed}
     path = Path(args.out)
@@ -132,7 +133,7 @@ def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float
         f"# Robustness benchmark: {args.dataset} IPC {args.ipc}, L∞ {args.eps}"
         + ("" if args.epsilon == "inf" else f", DP ε = {args.epsilon}"),
         "",
-        f"Machine: {protocol['machine']}. Mean ± sd over seeds {args.seeds}. Command: "
+        f"Machine: {protocol['machine']}. Mean ± sd over seeds {measured} (of {args.seeds} asked). Command: "
         f"`python benchmarks/robust_fmnist.py --dataset {args.dataset} --epsilon {args.epsilon} --seeds {' '.join(map(str, args.seeds))} --variants {' '.join(args.variants)} "
         f"--iterations {args.iterations} --batch-real {args.batch_real} --eps {args.eps} --eval-epochs {args.eval_epochs} "
         f"--eval-dsa {args.eval_dsa} --test {args.test}`",
