@@ -41,7 +41,6 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
-from scipy import stats
 from torch import Tensor
 
 from securedc.audits import names as N
@@ -68,6 +67,8 @@ def audit_p_value(num_canaries: int, num_guesses: int, num_correct: int, epsilon
         raise ConfigError(f"need 0 <= correct ({v}) <= guesses ({r}) <= canaries ({m})")
     if v == 0:
         return 1.0
+    from scipy import stats  # lazy: scipy.stats' import costs ~2 s on a 2-core CPU
+
     q = 1.0 / (1.0 + math.exp(-epsilon))
     beta = float(stats.binom.sf(v - 1, r, q))  # P[Bin(r, q) >= v]
     alpha, total = 0.0, 0.0

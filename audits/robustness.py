@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchattacks
 from torch import Tensor, nn
 
 from securedc.audits import names as N
@@ -43,7 +42,6 @@ from securedc.config import EvalConfig, default_pgd_step
 from securedc.errors import ConfigError, DataError
 from securedc.evaluate import train_model
 from securedc.robust import PGDRecipe
-from securedc.terms.adversarial import KeyedPGD
 
 __all__ = ["AttackSettings", "RobustnessAudit", "at_metric", "audit_model", "run_robustness_audit"]
 
@@ -158,7 +156,9 @@ def _still_robust(
 
 
 def _pgd(eps: float, steps: int, seed: int) -> AttackFn:
-    """torchattacks PGD (step eps/4) with per-example keyed random starts (:class:`KeyedPGD`)."""
+    """torchattacks PGD (step eps/4) with per-example keyed random starts (:class:`~securedc.keyed_pgd.KeyedPGD`)."""
+    from securedc.keyed_pgd import KeyedPGD
+
     return lambda m, x, y: KeyedPGD(m, eps=eps, alpha=default_pgd_step(eps), steps=steps, seed=seed)(x, y)
 
 
@@ -178,6 +178,8 @@ def _pgd_acc(model, x, y, clean, *, eps, steps, restarts, seed, batch_size) -> f
 
 def _autoattack(model, x, y, clean, *, eps, num_classes, settings: AttackSettings, seed, batch_size):
     """Standard AutoAttack order; each attack runs on the examples no earlier attack broke."""
+    import torchattacks  # lazy: see securedc.keyed_pgd
+
     k = min(settings.target_classes, num_classes - 1)
 
     def apgd(m, a, b):
@@ -262,6 +264,8 @@ def audit_model(
     clean = _correct(model, x, y, batch_size=bs)
     n = max(1, x.shape[0])
     m: dict[str, float] = {N.CLEAN_ACC: float(clean.float().mean())}
+
+    import torchattacks  # lazy: see securedc.keyed_pgd
 
     fgsm = lambda mm, a, b: torchattacks.FGSM(mm, eps=eps)(a, b)  # noqa: E731
     m[N.FGSM_ACC] = float(_still_robust(model, fgsm, x, y, clean, seed=None, batch_size=bs).float().mean())

@@ -96,7 +96,7 @@ class PGDRecipe:
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, seed: int) -> Tensor:
         """PGD examples of ``x`` against ``model`` (its training mode is restored afterwards)."""
-        from securedc.terms.adversarial import KeyedPGD
+        from securedc.keyed_pgd import KeyedPGD
 
         with torch.enable_grad():
             atk = KeyedPGD(model, eps=self.eps, alpha=self.step_size, steps=self.steps, seed=seed,

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from securedc.audits import names as N
 
@@ -31,6 +30,21 @@ __all__ = [
     "attack_metrics",
     "FPR_TARGETS",
 ]
+
+
+# scikit-learn is imported on first use: its package import pulls in scipy.stats (~2 s on a
+# 2-core CPU), which CLI commands that never score an attack (``--help``, ``inspect``) do not need.
+def _roc_auc_score(*args: Any, **kwargs: Any) -> float:
+    from sklearn.metrics import roc_auc_score as _auc
+
+    return _auc(*args, **kwargs)
+
+
+def _roc_curve(*args: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.metrics import roc_curve as _roc
+
+    return _roc(*args, **kwargs)
+
 
 #: (metric key, FPR) pairs reported for every attack.
 FPR_TARGETS: tuple[tuple[str, float], ...] = ((N.TPR_AT_1PCT_FPR, 0.01), (N.TPR_AT_0_1PCT_FPR, 0.001))
@@ -57,7 +71,7 @@ def roc_auc(scores: Any, is_member: Any) -> float:
         1.0
     """
     s, m = _arrays(scores, is_member)
-    return float(roc_auc_score(m, s))
+    return float(_roc_auc_score(m, s))
 
 
 def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
@@ -73,7 +87,7 @@ def tpr_at_fpr(scores: Any, is_member: Any, fpr: float) -> float:
         0.3333333333333333
     """
     s, m = _arrays(scores, is_member)
-    f, t, _ = roc_curve(m, s)
+    f, t, _ = _roc_curve(m, s)
     return _tpr_at(f, t, fpr)
 
 
@@ -85,14 +99,14 @@ def balanced_accuracy(scores: Any, is_member: Any) -> float:
         1.0
     """
     s, m = _arrays(scores, is_member)
-    f, t, _ = roc_curve(m, s)
+    f, t, _ = _roc_curve(m, s)
     return float(np.max((t + 1.0 - f) / 2.0))
 
 
 def _all_point_metrics(s: np.ndarray, m: np.ndarray) -> dict[str, float]:
-    f, t, _ = roc_curve(m, s, drop_intermediate=False)
+    f, t, _ = _roc_curve(m, s, drop_intermediate=False)
     out = {
-        N.AUC: float(roc_auc_score(m, s)),
+        N.AUC: float(_roc_auc_score(m, s)),
         N.BALANCED_ACCURACY: float(np.max((t + 1.0 - f) / 2.0)),
     }
     for key, target in FPR_TARGETS:
@@ -136,7 +150,7 @@ def downsample_roc(scores: Any, is_member: Any, *, points: int = 200) -> dict[st
     grid value (the step-function ROC), so the curve is monotone.
     """
     s, m = _arrays(scores, is_member)
-    f, t, _ = roc_curve(m, s)
+    f, t, _ = _roc_curve(m, s)
     n_neg = int((~m).sum())
     grid = np.unique(np.concatenate([[0.0], np.logspace(np.log10(1.0 / n_neg), 0.0, max(2, points - 1))]))
     idx = np.searchsorted(f, grid + 1e-12, side="right") - 1

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import opacus
-from opacus.accountants import create_accountant
-
 from securedc.errors import PrivacyError
 from securedc.privacy.calibration import epsilon_of
 
@@ -32,6 +29,8 @@ class PrivacyAccountant:
     def __init__(self, mechanism: str = "rdp", *, delta: float) -> None:
         self.mechanism = mechanism
         self.delta = float(delta)
+        from opacus.accountants import create_accountant  # lazy: see securedc.privacy.rdp.rdp_orders
+
         self._acc = create_accountant(mechanism)
 
     def step(self, *, noise_multiplier: float, sample_rate: float) -> None:
@@ -47,6 +46,8 @@ class PrivacyAccountant:
         return epsilon_of(self._acc.history, delta=self.delta, accountant=self.mechanism)
 
     def state_dict(self) -> dict[str, Any]:
+        import opacus
+
         return {
             "mechanism": self.mechanism,
             "delta": self.delta,

@@ -50,10 +50,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opacus.accountants import RDPAccountant, create_accountant
-
 from securedc.errors import PrivacyError
-from securedc.privacy.rdp import rdp_curve, rdp_epsilon
+from securedc.privacy.rdp import rdp_curve, rdp_epsilon, rdp_orders
 
 __all__ = [
     "SAMPLE_RATE_GRID",
@@ -100,6 +98,8 @@ def epsilon_of(history: History, *, delta: float, accountant: str = "rdp") -> fl
     if accountant == "rdp":
         eps = rdp_epsilon([(float(s), float(q), int(n)) for s, q, n in history], delta=delta)
         return eps if math.isfinite(eps) else math.inf
+    from opacus.accountants import create_accountant  # lazy: see securedc.privacy.rdp.rdp_orders
+
     acc = create_accountant(accountant)
     acc.history = [(float(s), float(q), int(n)) for s, q, n in history]
     eps = float(acc.get_epsilon(delta=delta))
@@ -276,7 +276,7 @@ def top_up_split(*, noise_multiplier: float, sample_rate: float, releases: int,
     """
     if not (0 < fraction < 1):
         raise PrivacyError(f"top-up fraction must be in (0, 1) (got {fraction})")
-    orders = RDPAccountant.DEFAULT_ALPHAS
+    orders = rdp_orders()
     planned = rdp_curve(sample_rate=sample_rate, noise_multiplier=noise_multiplier) * releases
     sigma_bank = noise_multiplier / math.sqrt(1 - fraction)
     kept = rdp_curve(sample_rate=sample_rate, noise_multiplier=sigma_bank) * releases

@@ -23,16 +23,28 @@ import functools
 from collections.abc import Sequence
 
 import numpy as np
-from opacus.accountants import RDPAccountant
-from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
-__all__ = ["rdp_curve", "rdp_epsilon"]
+__all__ = ["rdp_curve", "rdp_epsilon", "rdp_orders"]
+
+
+def rdp_orders() -> list[float]:
+    """Opacus' default RDP orders (``RDPAccountant.DEFAULT_ALPHAS``).
+
+    Opacus is imported here, not at module import: its package import pulls in its optimisers,
+    ``torch.distributed.tensor`` and ``scipy.stats`` (~4 s on a 2-core CPU), which a non-private
+    run or a CLI ``--help`` never needs.
+    """
+    from opacus.accountants import RDPAccountant
+
+    return RDPAccountant.DEFAULT_ALPHAS
 
 
 @functools.lru_cache(maxsize=1024)
 def _curve(sample_rate: float, noise_multiplier: float) -> np.ndarray:
+    from opacus.accountants.analysis.rdp import compute_rdp
+
     out = np.asarray(compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1,
-                                 orders=RDPAccountant.DEFAULT_ALPHAS), dtype=np.float64)
+                                 orders=rdp_orders()), dtype=np.float64)
     out.setflags(write=False)
     return out
 
@@ -44,8 +56,10 @@ def rdp_curve(*, sample_rate: float, noise_multiplier: float) -> np.ndarray:
 
 def rdp_epsilon(history: Sequence[tuple[float, float, int]], *, delta: float) -> float:
     """ε at ``delta`` of ``[(σ, q, steps), ...]``, exactly as a fresh opacus ``RDPAccountant``."""
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
     if not history:
         return 0.0
     rdp = sum([rdp_curve(sample_rate=q, noise_multiplier=s) * int(n) for s, q, n in history])
-    eps, _ = get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta)
+    eps, _ = get_privacy_spent(orders=rdp_orders(), rdp=rdp, delta=delta)
     return float(eps)

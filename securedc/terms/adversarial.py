@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-import torchattacks
 from torch import Tensor, nn
 
 from securedc.discrepancy.base import discrepancy_for_run
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     from securedc.config import CondenseConfig
     from securedc.robust import PGDRecipe
 
-__all__ = ["AdversarialTerm", "KeyedPGD", "soft_labels_for", "example_keys", "keyed_uniform_start", "pgd_perturb", "train_on_synthetic"]
+__all__ = ["AdversarialTerm", "soft_labels_for", "example_keys", "keyed_uniform_start", "pgd_perturb", "train_on_synthetic"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,56 +65,10 @@ def keyed_uniform_start(x: Tensor, *, eps: float, seed: int) -> Tensor:
     return out.to(device=x.device, dtype=x.dtype)
 
 
-class KeyedPGD(torchattacks.PGD):
-    """torchattacks' L∞ PGD whose every example is attacked independently of the batch.
-
-    Two changes to :class:`torchattacks.PGD` (same step rule, projection and clamping):
-
-    * the random start of example i is :func:`keyed_uniform_start` — a function of that
-      example and the public ``seed`` only (torchattacks draws one uniform tensor for
-      the whole batch from the global RNG, so an example's start depends on its position
-      among the others);
-    * the ascent loss is the *sum* of per-example cross-entropies, so the gradient with
-      respect to ``x_i`` is exactly ``∇ CE(f(x_i), y_i)``. (torchattacks uses the mean, whose
-      gradient is that times ``1/n`` — the batch size; ``sign()`` removes a positive scale,
-      so the steps agree up to float underflow, but the sum has no ``n`` at all.)
-
-    The model must treat examples independently (eval mode, no BatchNorm in train mode):
-    securedc's networks use instance/group normalisation. Untargeted mode only.
-
-    Args:
-        model: classifier returning logits for inputs in [0, 1].
-        eps, alpha, steps: radius, step size, steps (torchattacks' meaning).
-        seed: public key of the random starts.
-        random_start: start from the keyed uniform point (``False``: from ``x``).
-    """
-
-    def __init__(self, model: nn.Module, *, eps: float, alpha: float, steps: int, seed: int,
-                 random_start: bool = True) -> None:
-        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
-        self.seed = int(seed)
-        self.supported_mode = ["default"]
-
-    def forward(self, images: Tensor, labels: Tensor) -> Tensor:  # noqa: D102 (torchattacks template method)
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
-        adv = images.clone()
-        if self.random_start:
-            adv = (adv + keyed_uniform_start(images, eps=self.eps, seed=self.seed)).clamp(0, 1).detach()
-        for _ in range(self.steps):
-            adv.requires_grad_(True)
-            cost = F.cross_entropy(self.get_logits(adv), labels, reduction="sum")
-            (grad,) = torch.autograd.grad(cost, adv)
-            adv = adv.detach() + self.alpha * grad.sign()
-            delta = torch.clamp(adv - images, min=-self.eps, max=self.eps)
-            adv = torch.clamp(images + delta, min=0, max=1).detach()
-        return adv
-
-
 def pgd_perturb(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, seed: int
 ) -> Tensor:
-    """L∞ PGD with a per-example random start (:class:`KeyedPGD`), deterministic and global-RNG neutral.
+    """L∞ PGD with a per-example random start (:class:`~securedc.keyed_pgd.KeyedPGD`), deterministic and global-RNG neutral.
 
     Every output row is a function of that row's input, its label, the model and the
     public ``seed`` only — removing, adding or reordering other examples leaves it
@@ -139,6 +92,8 @@ def pgd_perturb(
     if x.shape[0] == 0:
         return x.detach()
     with torch.enable_grad():
+        from securedc.keyed_pgd import KeyedPGD  # lazy: torchattacks' import pulls in scipy.stats (~1.6 s)
+
         attack = KeyedPGD(model, eps=eps, alpha=alpha, steps=steps, seed=seed)
         adv = attack(x.detach().clamp(0, 1), y)
     return adv.detach()
@@ -232,7 +187,7 @@ class AdversarialTerm(Term):
     Privacy:
         Real examples enter only through :meth:`real_vectors`, one row each, a function of that
         example, the public extractor/network and public seeds only (PGD starts are keyed per
-        example, :class:`KeyedPGD`); extractors and attack networks never see real data.
+        example, :class:`~securedc.keyed_pgd.KeyedPGD`); extractors and attack networks never see real data.
 
     References:
         Ilyas et al., "Adversarial Examples Are Not Bugs, They Are Features", NeurIPS 2019, arXiv:1905.02175.

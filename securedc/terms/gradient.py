@@ -46,7 +46,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from opacus.grad_sample import GradSampleModule
 from torch import Tensor, nn
 
 from securedc.errors import ConfigError
@@ -79,6 +78,8 @@ def per_sample_gradients(module: nn.Module, params: Sequence[nn.Parameter], x: T
         >>> per_sample_gradients(lin, [lin.weight], torch.rand(4, 3), torch.tensor([0, 1, 1, 0])).shape
         torch.Size([4, 6])
     """
+    from opacus.grad_sample import GradSampleModule  # lazy: see securedc.privacy.rdp.rdp_orders
+
     was_training = module.training
     gsm = GradSampleModule(module, batch_first=True, loss_reduction="sum")
     try:
