@@ -103,3 +103,37 @@ def test_cli_bad_bank_input_exits_2_with_one_line(tmp_path) -> None:
     corrupt.write_bytes(b"not a bank")
     r = _cli("--from-bank", str(corrupt), "--no-audit", "--eval-models", "0", cwd=tmp_path)
     assert r.returncode == 2 and "bank" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_dp_public_centre_is_computed_once_per_release(digits, monkeypatch) -> None:
+    """Phase 2 re-creates old releases; the distribution term's public centre (a mean over public noise
+    images through the release's network) is computed once per release, and the run is bit-identical
+    to one that recomputes it at every step."""
+    import securedc.terms.distribution as dist
+
+    calls = [0]
+    original = dist._center_of
+
+    def counting(*args, **kw):
+        calls[0] += 1
+        return original(*args, **kw)
+
+    monkeypatch.setattr(dist, "_center_of", counting)
+    privacy = PrivacyConfig(epsilon=8.0, prototype_share=0.0)
+    c = _condenser(digits, iterations=12, privacy=privacy)
+    cached = c.fit(c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=5))
+    assert calls[0] == 3, "R = 3 releases, K = 12 steps: three centres"
+
+    calls[0] = 0
+    c = _condenser(digits, iterations=12, privacy=privacy)
+    term = next(t for t in c.terms if t.name == "distribution")
+    prepare = term.prepare
+
+    def uncached(ctx) -> None:
+        term._centers.clear()
+        prepare(ctx)
+
+    term.prepare = uncached
+    fresh = c.fit(c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=5))
+    assert calls[0] == 12, "without the cache every step recomputes its release's centre"
+    assert torch.equal(cached.images, fresh.images)

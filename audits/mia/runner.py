@@ -120,6 +120,10 @@ def run_mia(
         raise ConfigError(f"shadows must be >= 0 (got {shadows}); use 0 to skip LiRA/RMIA")
     mx, my = _check_pair(members, "members")
     nx, ny = _check_pair(nonmembers, "nonmembers")
+    chosen = [create_attack(name) for name in attacks]
+    if all(a.needs_shadows for a in chosen) and not (shadow_fn is not None and shadows > 0):
+        # refused before any model is trained
+        raise ConfigError(f"no MIA attack could run (requested {list(attacks)}); add 'loss' or 'neighbour'")
     cfg = eval_config or DEFAULT_MIA_EVAL
     gen = torch.Generator().manual_seed(seed)
     m_idx = _balanced_pick(my, min(max_targets, mx.shape[0]), gen)
@@ -152,7 +156,6 @@ def run_mia(
     notes = [THREAT_MODEL]
     per_attack: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
-    chosen = [create_attack(name) for name in attacks]
     tp = time.perf_counter()
     # the models trained on S and the shadow condensations, side by side; attacks score from them
     ctx.prefetch(shadows=any(a.needs_shadows for a in chosen))
@@ -175,8 +178,6 @@ def run_mia(
             f"skipped {', '.join(skipped)}: no shadow condensations (shadow_fn is None or shadows = 0); "
             "a thorough audit runs them with --audit-shadows K"
         )
-    if not per_attack:
-        raise ConfigError(f"no MIA attack could run (requested {list(attacks)}); add 'loss' or 'neighbour'")
     notes.append(
         f"{m_idx.numel()} member and {n_idx.numel()} non-member targets; with n non-members the smallest "
         f"measurable non-zero FPR is 1/n = {1 / n_idx.numel():.4f}, so TPR at 0.1 % FPR below that is the TPR at FPR 0."

@@ -30,7 +30,15 @@ def public_center(network: nn.Module, image_shape: Sequence[int], *, generator: 
     It depends only on the release's public network and generator, so it costs no privacy and is
     regenerated exactly when an old release is reused.
     """
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return _center_of(network, image_shape, center_seed(generator), n=n)
+
+
+def center_seed(generator: torch.Generator) -> int:
+    """The public seed of :func:`public_center`'s noise images: one draw from ``generator``."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator))
+
+
+def _center_of(network: nn.Module, image_shape: Sequence[int], seed: int, *, n: int = 64) -> Tensor:
     images = noise_images((n, *image_shape), generator=torch.Generator().manual_seed(seed))
     device = next(network.parameters()).device
     with torch.no_grad():
@@ -67,6 +75,9 @@ class DistributionTerm(Term):
         super().__init__(weight=weight, clip=clip)
         self.private = bool(private)
         self.discrepancy = discrepancy_for_run(discrepancy, private=private, **(discrepancy_kwargs or {}))
+        # DP mode: each release's public centre, computed once (R x feature_dim floats) — a step that
+        # reuses a release regenerates the same network and would recompute the same mean
+        self._centers: dict[tuple[int, int], Tensor] = {}
 
     @classmethod
     def from_config(cls, config: "CondenseConfig") -> "DistributionTerm | None":
@@ -83,7 +94,11 @@ class DistributionTerm(Term):
     def prepare(self, ctx: StepContext) -> None:
         self.discrepancy.resample(feature_dim=ctx.network.feature_dim, generator=ctx.generator)
         if self.private:
-            self.discrepancy.center = public_center(ctx.network, ctx.synthetic_images.shape[1:], generator=ctx.generator)
+            # the release's network is a function of its public seed, and so is this draw
+            key = (ctx.release, center_seed(ctx.generator))
+            if key not in self._centers:
+                self._centers[key] = _center_of(ctx.network, ctx.synthetic_images.shape[1:], key[1])
+            self.discrepancy.center = self._centers[key]
         self.discrepancy.noise_std = ctx.noise_std
 
     def real_vectors(self, ctx: StepContext, x: Tensor, y: Tensor) -> Tensor:
