@@ -11,7 +11,7 @@ of the ranks' results is **bit-identical** to a single-process run with the same
 
 Privacy: one training example belongs to one class, so the per-class Gaussian
 mechanisms of different ranks act on disjoint data and compose in parallel. Every rank
-builds its mechanism from the *full* training set, so σ, q = batch_real·C/N and δ are
+builds its mechanism from the *full* training set, so σ, q (the rule's, capped by batch_real) and δ are
 the single-process values, and rank 0's accountant is the single-process accountant:
 the manifest's privacy section equals a single-process run's exactly.
 

@@ -325,8 +325,11 @@ class CondenseConfig:
             stalls near 78 %).
         momentum: SGD momentum.
         learn_lr: adapt the image learning rate online with hypergradient descent.
-        batch_real: real images per class per step (non-private) or the *expected*
-            number per class under Poisson sampling (private).
+        batch_real: real images per class per release (non-private), or the most a private
+            release reads per class in expectation under Poisson sampling: the calibration rule's
+            q is capped at ``batch_real / max_c N̂_c`` (released or public counts), so a DP run
+            costs no more real-side compute than a non-private one with the same releases
+            (:func:`~securedc.privacy.calibration.plan_private_run`).
         dsa: DSA strategy; ``"none"`` disables.
         flip: allow the flip op of DSA; ``None`` = automatic (off for 1-channel data).
         real_chunk: real images per forward pass of the real side (0 = automatic from the

@@ -137,3 +137,24 @@ def test_dp_public_centre_is_computed_once_per_release(digits, monkeypatch) -> N
     fresh = c.fit(c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=5))
     assert calls[0] == 12, "without the cache every step recomputes its release's centre"
     assert torch.equal(cached.images, fresh.images)
+
+
+def test_batch_real_caps_the_rules_sample_rate_in_dp_mode(digits) -> None:
+    """In DP mode --batch-real bounds the real images a release reads per class (in expectation), as in
+    a non-private run: the rule's q is capped at batch_real / max released count; a user's q is kept."""
+    from securedc.privacy.calibration import choose_sample_rate
+
+    rule = choose_sample_rate(epsilon=8.0, delta=1e-5, releases=3)
+    plans = {}
+    for b, q_user in ((16, None), (256, None), (16, 0.9)):
+        c = _condenser(digits, batch_real=b, privacy=PrivacyConfig(epsilon=8.0, prototype_share=0.0,
+                                                                   sample_rate=q_user))
+        c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=1)
+        plans[(b, q_user)] = c.plan
+    capped = plans[(16, None)]
+    assert capped.sample_rate == pytest.approx(16 / max(capped.estimated_counts)) and capped.sample_rate < rule
+    assert "capped" in capped.sample_rate_source
+    assert plans[(256, None)].sample_rate == rule and "capped" not in plans[(256, None)].sample_rate_source
+    assert plans[(16, 0.9)].sample_rate == 0.9 and plans[(16, 0.9)].sample_rate_source == "user"
+    # the accountant composes the capped q: ε is spent in full all the same
+    assert capped.noise_multiplier < plans[(256, None)].noise_multiplier

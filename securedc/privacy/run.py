@@ -96,7 +96,8 @@ def run_mechanism(
     gm = GaussianMechanism(
         images, labels, num_classes=num_classes, clip_bounds=clips, classes=classes, noise_seed=noise_seed
     )
-    plan = plan_private_run(config.privacy, gm, releases=config.resolved_releases, feature_dim=feature_dim)
+    plan = plan_private_run(config.privacy, gm, releases=config.resolved_releases, feature_dim=feature_dim,
+                            max_expected_per_class=config.batch_real)
     logger.info("DP: epsilon=%g delta=%g q=%.4f R=%d sigma=%.4f counts=%s", plan.target_epsilon, plan.delta,
                 plan.sample_rate, plan.releases, plan.noise_multiplier, plan.counts)
     if plan.top_up_noise_multiplier is not None:
