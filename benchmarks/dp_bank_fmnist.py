@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--prototype-share", type=float, default=None,
                     help="share of epsilon for the DP class prototypes (default: the product's)")
     ap.add_argument("--iterations", type=int, default=2000)
+    ap.add_argument("--batch-real", type=int, default=256,
+                    help="caps the rule's q at batch_real / max class count (the product's default 256)")
     ap.add_argument("--eval-models", type=int, default=3)
     ap.add_argument("--eval-epochs", type=int, default=300)
     ap.add_argument("--random-baseline", action="store_true", help="also evaluate a random real subset")
@@ -56,6 +58,7 @@ def main() -> None:
     for eps in args.epsilons:
         cfg = CondenseConfig(
             ipc=args.ipc, iterations=args.iterations, releases=args.releases, device=args.device,
+            batch_real=args.batch_real,
             privacy=PrivacyConfig(epsilon=eps, delta=1e-5, sample_rate=args.sample_rate,
                                   **({} if args.prototype_share is None else {"prototype_share": args.prototype_share})),
         )
