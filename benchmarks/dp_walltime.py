@@ -98,7 +98,7 @@ def main() -> None:
              "| mode | K | releases R | real images | q | σ | seconds | accuracy % |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f}" if "accuracy_mean" in r else "–"
-        lines.append(f"| {r['mode']} | {r['iterations']} | {r['releases']} | {r['real_images']} | {r.get('q', '–')} | "
+        lines.append(f"| {r['mode']} | {r['iterations']} | {r['releases']} | {r['real_images']} | {round(r['q'], 4) if 'q' in r else '–'} | "
                      f"{round(r['sigma'], 3) if 'sigma' in r else '–'} | {r['seconds']} | {acc} |")
     if args.eval_models:
         lines += ["", f"Accuracy: {args.eval_models} fresh ConvNet-3 × {args.eval_epochs} epochs, SGD lr 0.01, "
