@@ -67,10 +67,10 @@ def privacy_section(
         ``{"private": False, ...}`` for a non-private run, else the plan, ε, the accountant
         history, the mechanism's description and :data:`NOT_COVERED`.
     """
-    import opacus
-
     if accountant is None or plan is None:
         return {"private": False, "epsilon": "inf", "statement": "NOT differentially private"}
+    import opacus  # only a private run's record names it (its import costs seconds: securedc.privacy.rdp)
+
     assert isinstance(mechanism, GaussianMechanism)
     releases = len(bank) if bank is not None else plan.releases
     recorded = plan.to_dict()
