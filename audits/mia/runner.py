@@ -121,9 +121,6 @@ def run_mia(
     mx, my = _check_pair(members, "members")
     nx, ny = _check_pair(nonmembers, "nonmembers")
     chosen = [create_attack(name) for name in attacks]
-    if all(a.needs_shadows for a in chosen) and not (shadow_fn is not None and shadows > 0):
-        # refused before any model is trained
-        raise ConfigError(f"no MIA attack could run (requested {list(attacks)}); add 'loss' or 'neighbour'")
     cfg = eval_config or DEFAULT_MIA_EVAL
     gen = torch.Generator().manual_seed(seed)
     m_idx = _balanced_pick(my, min(max_targets, mx.shape[0]), gen)
@@ -153,6 +150,8 @@ def run_mia(
         shadows=shadows,
         seed=seed,
     )
+    if all(a.needs_shadows for a in chosen) and not ctx.has_shadows:  # refused before any model is trained
+        raise ConfigError(f"no MIA attack could run (requested {list(attacks)}); add 'loss' or 'neighbour'")
     notes = [THREAT_MODEL]
     per_attack: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []

@@ -31,10 +31,9 @@ against ``batch_real`` = 256), so it is **capped** at ``batch_real / max_c N̂_c
 released counts (post-processing): a private run then costs about as much wall time as a
 non-private one with the same K, and ``batch_real`` trades compute for accuracy as it does there.
 R is a compute knob (diversity of random networks and augmentations); at large q it barely
-changes η. Defaults: R = min(K, 100) releases
-for K optimisation steps, tolerance 0.15, count share 0.1 — chosen from the η tables of this
-module on public benchmark sizes (Fashion-MNIST 48 000, digits 1 150 members), never on private
-data.
+changes η. Defaults: R = min(K, 100) releases for K optimisation steps, tolerance 0.15, count
+share 0.1 — chosen from the η tables of this module on public benchmark sizes (Fashion-MNIST
+48 000, digits 1 150 members), never on private data.
 
 Example:
     >>> q = choose_sample_rate(epsilon=1.0, delta=1e-5, releases=100)
