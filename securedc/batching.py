@@ -7,6 +7,10 @@ small chunks: the first ConvNet-3 layer alone holds ``N x 128 x 32 x 32`` floats
 28x28 images measured 2.4x faster on a 2-core EPYC (1.32 s -> 0.55 s for 640 images);
 bf16 autocast on AVX512-BF16 took it to 0.35 s with per-class means within 0.2 % of fp32.
 
+The synthetic side (forward *and* backward through the step network, for every optimisation
+step) is chunked the same way (:func:`chunked`): 100 FMNIST images in chunks of 32 run their
+forward and input-gradient backward ~1.4x faster than one batch on the same CPU.
+
 These knobs only change float rounding, never which data is read or how it is
 clipped and noised, so they do not touch the privacy accounting.
 """
@@ -14,13 +18,14 @@ clipped and noised, so they do not touch the privacy accounting.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+from torch import Tensor
 
 from securedc.devices import resolve_device
 
-__all__ = ["auto_chunk", "resolve_precision", "autocast_context", "bf16_supported"]
+__all__ = ["auto_chunk", "chunked", "resolve_precision", "autocast_context", "bf16_supported"]
 
 #: Pixels (H*W) per chunk the automatic chunk size aims for (~32 images of 28x28).
 _PIXELS_PER_CHUNK = 32 * 28 * 28
@@ -36,6 +41,22 @@ def auto_chunk(image_shape: Sequence[int], *, device: torch.device | str = "cpu"
         return 1 << 30
     h, w = int(image_shape[-2]), int(image_shape[-1])
     return max(8, _PIXELS_PER_CHUNK // max(1, h * w))
+
+
+def chunked(fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int) -> Tensor:
+    """``fn(x)`` computed on row chunks of at most ``chunk`` and concatenated (autograd flows through).
+
+    For a row-wise ``fn`` (a network's ``embed`` in eval mode) the result equals ``fn(x)`` up
+    to float rounding; its backward also runs chunk by chunk, which keeps a CPU's activations
+    in cache.
+
+    Example:
+        >>> chunked(lambda t: 2 * t, torch.arange(5.0), 2).tolist()
+        [0.0, 2.0, 4.0, 6.0, 8.0]
+    """
+    if chunk < 1 or x.shape[0] <= chunk:
+        return fn(x)
+    return torch.cat([fn(part) for part in x.split(chunk)])
 
 
 def bf16_supported(device: torch.device | str = "cpu") -> bool:

@@ -145,7 +145,7 @@ def condense(
     lr_img: Annotated[Optional[float], typer.Option(help="image learning rate in [0,1] pixel units (default: DM's lr 1 in normalised units = std² for SGD from --init real/mix, 1.0 from noise/prototypes, scaled down when the DP bank is mostly noise, 0.01 for Adam)", rich_help_panel="Condensation")] = None,
     learn_lr: Annotated[bool, typer.Option(help="adapt the image lr online (hypergradient descent)", rich_help_panel="Condensation")] = False,
     batch_real: Annotated[int, typer.Option(help="real images per class per release (DP: at most this many expected; caps the rule's q)", rich_help_panel="Condensation")] = 256,
-    real_chunk: Annotated[int, typer.Option(help="real images per forward pass (0 = automatic, cache-sized on CPU)", rich_help_panel="Condensation")] = 0,
+    real_chunk: Annotated[int, typer.Option(help="images per network pass, real and synthetic side (0 = automatic, cache-sized on CPU)", rich_help_panel="Condensation")] = 0,
     real_precision: Annotated[str, typer.Option(help="real-side network forward: fp32, bf16 or auto (bf16 where native)", rich_help_panel="Condensation")] = "auto",
     dsa: Annotated[str, typer.Option(help="DSA strategy or 'none'", rich_help_panel="Condensation")] = "color_crop_cutout_flip_scale_rotate",
     grad_weight: Annotated[float, typer.Option(help="weight of the DP gradient-matching term (0 = off)", rich_help_panel="Condensation")] = 0.0,

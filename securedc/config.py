@@ -332,9 +332,10 @@ class CondenseConfig:
             (:func:`~securedc.privacy.calibration.plan_private_run`).
         dsa: DSA strategy; ``"none"`` disables.
         flip: allow the flip op of DSA; ``None`` = automatic (off for 1-channel data).
-        real_chunk: real images per forward pass of the real side (0 = automatic from the
-            image size). Results do not depend on it beyond float rounding; small chunks keep
-            activations in cache, which on CPUs is ~2x faster than one batch of all classes.
+        real_chunk: images per network pass, on the real side and for the synthetic side's
+            forward and backward (0 = automatic from the image size). Results do not depend on it
+            beyond float rounding; small chunks keep activations in cache, which on CPUs is ~2x
+            faster than one batch of all classes on the real side and ~1.4x on the synthetic side.
         real_precision: ``"fp32"``, ``"bf16"`` (autocast of the distribution term's real-side
             forward; ~1.6x faster on CPUs with AVX512-BF16/AMX, class means agree to ~0.2 %)
             or ``"auto"`` (bf16 where the device supports it natively, else fp32). The

@@ -166,6 +166,7 @@ class ReleaseSchedule:
             real_precision=self.real_precision,
             release=release,
             noise_std=bank.noise_std,
+            chunk=self.real_chunk,
         )
         for term in self.terms:
             term.prepare(ctx)

@@ -379,7 +379,7 @@ class AdversarialTerm(Term):
         if self.mode == "perturbed" and self.perturb_synthetic:
             delta = self._perturb(ctx, syn_x.detach(), syn_y, offset=1) - syn_x.detach()
             syn_x = syn_x + delta
-        return self.discrepancy.loss(real_stat, self._embedder(ctx).embed(syn_x), syn_y)
+        return self.discrepancy.loss(real_stat, ctx.embed(self._embedder(ctx), syn_x), syn_y)
 
     def describe(self) -> dict[str, Any]:
         out = {

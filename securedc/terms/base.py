@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from securedc.batching import chunked
 from securedc.errors import ConfigError
 from securedc.registry import Registry
 
@@ -53,6 +54,8 @@ class StepContext:
             context (plus term state keyed by ``release``), since phase 2 re-creates old releases.
         noise_std: DP only: ``[C]`` noise std of one coordinate of the release's class statistics
             (σ·C / (q·N̂_c), from public or released quantities); ``None`` for exact statistics.
+        chunk: images per network pass on the synthetic side (:func:`~securedc.batching.chunked`;
+            the run's ``real_chunk``): only float rounding depends on it.
     """
 
     step: int
@@ -66,6 +69,11 @@ class StepContext:
     real_precision: str = "fp32"
     release: int = 0
     noise_std: Tensor | None = None
+    chunk: int = 0
+
+    def embed(self, network: nn.Module, x: Tensor) -> Tensor:
+        """``network.embed(x)`` in chunks of :attr:`chunk` (differentiable in ``x``)."""
+        return chunked(network.embed, x, self.chunk)
 
 
 def register_term(name: str) -> Callable[[type], type]:

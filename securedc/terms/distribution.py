@@ -110,7 +110,7 @@ class DistributionTerm(Term):
         return self.discrepancy.reduce
 
     def loss(self, ctx: StepContext, real_stat: Tensor, syn_x: Tensor, syn_y: Tensor) -> Tensor:
-        return self.discrepancy.loss(real_stat, ctx.network.embed(syn_x), syn_y)
+        return self.discrepancy.loss(real_stat, ctx.embed(ctx.network, syn_x), syn_y)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "discrepancy": self.discrepancy.name}
