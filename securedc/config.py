@@ -343,14 +343,15 @@ class CondenseConfig:
         grad_weight: weight of the (DP-)gradient-matching term; 0 disables.
         dist_weight: weight of the distribution-discrepancy term.
         seed: master seed; every release derives its own generator from (seed, release).
-        reuse: non-private runs: optimisation steps per release of the statistics bank
-            (1 = a fresh network and real batch every step, as DM); ``releases`` overrides it.
+        reuse: optimisation steps per release of the statistics bank (1 = a fresh network and
+            real batch every step, as DM); ``releases`` overrides it.
             The default 4 was chosen by time to accuracy on public data (Fashion-MNIST IPC 10,
             300 s on a 2-core CPU: reuse 1 / 2 / 4 reached 78.8 / 79.9 / 80.3 %;
             ``benchmarks/reuse_fmnist.py``): the real forward pass is most of a CPU step.
         releases: R, the number of releases of the statistics bank (:mod:`securedc.bank`);
-            ``None`` = ``ceil(iterations / reuse)`` when non-private, ``min(iterations, 100)``
-            in DP mode. Only releases touch real data; the accountant sees R, never K.
+            ``None`` = ``ceil(iterations / reuse)``, at most 100 in DP mode (so a private run
+            makes no more releases, i.e. real-side passes, than a non-private one with the same
+            K). Only releases touch real data; the accountant sees R, never K.
         bank_memory_gb: refuse a statistics bank larger than this (R × C × Σ d_k floats).
         checkpoint_every: save a checkpoint every K steps (0 = only on interrupt/end).
         device: ``"auto"`` (CUDA when available, else CPU; see :attr:`resolved_device`),
@@ -402,9 +403,8 @@ class CondenseConfig:
         """R: releases of the statistics bank (see ``releases``)."""
         if self.releases is not None:
             return self.releases
-        if self.privacy.private:
-            return max(1, min(self.iterations, 100))
-        return max(1, math.ceil(self.iterations / self.reuse))
+        releases = max(1, math.ceil(self.iterations / self.reuse))
+        return min(releases, 100) if self.privacy.private else releases
 
     def resolved_lr_img(self, std: Sequence[float]) -> float:
         """The image learning rate in pixel units (see ``lr_img``), given the public std."""

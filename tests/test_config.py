@@ -103,3 +103,13 @@ def test_every_config_validates_itself_naming_fields() -> None:
     assert PrivacyConfig(epsilon=1).validate().epsilon == 1
     with pytest.raises(ConfigError, match="adversarial.soft_labels needs adversarial.eps"):
         CondenseConfig(adversarial=AdversarialConfig(soft_labels=True)).validate()
+
+
+@pytest.mark.parametrize(("iterations", "reuse", "public", "private"), [(300, 4, 75, 75), (1500, 4, 375, 100),
+                                                                       (2, 4, 1, 1), (50, 1, 50, 50)])
+def test_default_releases_are_the_same_in_dp_mode_up_to_a_cap(iterations, reuse, public, private) -> None:
+    """A DP run makes no more releases (real-side passes) than a non-private one with the same K."""
+    assert CondenseConfig(iterations=iterations, reuse=reuse).resolved_releases == public
+    dp = CondenseConfig(iterations=iterations, reuse=reuse, privacy=PrivacyConfig(epsilon=8))
+    assert dp.resolved_releases == private
+    assert CondenseConfig(iterations=iterations, releases=7, privacy=PrivacyConfig(epsilon=8)).resolved_releases == 7

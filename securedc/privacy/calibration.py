@@ -31,7 +31,7 @@ against ``batch_real`` = 256), so it is **capped** at ``batch_real / max_c N̂_c
 released counts (post-processing): a private run then costs about as much wall time as a
 non-private one with the same K, and ``batch_real`` trades compute for accuracy as it does there.
 R is a compute knob (diversity of random networks and augmentations); at large q it barely
-changes η. Defaults: R = min(K, 100) releases for K optimisation steps, tolerance 0.15, count
+changes η. Defaults: R = min(⌈K / reuse⌉, 100) releases for K optimisation steps (reuse = 4), tolerance 0.15, count
 share 0.1 — chosen from the η tables of this module on public benchmark sizes (Fashion-MNIST
 48 000, digits 1 150 members), never on private data.
 
