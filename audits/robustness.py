@@ -43,7 +43,7 @@ from securedc.errors import ConfigError, DataError
 from securedc.evaluate import train_model
 from securedc.robust import PGDRecipe
 
-__all__ = ["AttackSettings", "RobustnessAudit", "at_metric", "audit_model", "run_robustness_audit"]
+__all__ = ["AttackSettings", "RobustnessAudit", "at_metric", "attack_subsample", "audit_model", "autoattack_accuracy", "run_robustness_audit"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,49 @@ def _autoattack(model, x, y, clean, *, eps, num_classes, settings: AttackSetting
     return float(mask.float().mean()), broken
 
 
+def autoattack_accuracy(
+    model: nn.Module,
+    test_images: Tensor,
+    test_labels: Tensor,
+    *,
+    eps: float,
+    num_classes: int,
+    settings: AttackSettings | None = None,
+    seed: int = 0,
+    batch_size: int = 250,
+) -> tuple[float, dict[str, int]]:
+    """Robust accuracy of ``model`` under AutoAttack alone (APGD-CE → APGD-T → FAB-T → Square).
+
+    The attack :func:`audit_model` runs with its sanity suite, for callers that want it without
+    the suite (e.g. a benchmark attacking many models). Its parts draw from the global RNG inside
+    ``fork_rng`` blocks seeded from ``seed``: run one model at a time for reproducible numbers.
+
+    Args:
+        model: classifier (logits; inputs in [0, 1]); it is put in eval mode.
+        test_images, test_labels: real test data (already subsampled).
+        eps: L∞ radius in pixel space.
+        num_classes: C.
+        settings: attack budgets (default :meth:`AttackSettings.standard`; reduced budgets give
+            upper bounds on robust accuracy).
+        seed: seeds every attack.
+        batch_size: attack batch size.
+
+    Returns:
+        ``(accuracy, {attack: examples it broke})``.
+
+    References:
+        Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+        parameter-free attacks", ICML 2020, arXiv:2003.01690.
+    """
+    model.eval()
+    net = _Connected(model).eval()
+    dev = _device(net)
+    x, y = test_images.to(dev).float(), test_labels.to(dev)
+    clean = _correct(net, x, y, batch_size=batch_size)
+    return _autoattack(net, x, y, clean, eps=eps, num_classes=num_classes, settings=settings or AttackSettings.standard(),
+                       seed=seed, batch_size=batch_size)
+
+
 def _input_gradients(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     with torch.enable_grad():
         xi = x.detach().clone().requires_grad_(True)
@@ -360,7 +403,8 @@ def at_metric(metric: str) -> str:
     return f"at_{metric}"
 
 
-def _subsample(x: Tensor, y: Tensor, max_test: int, seed: int) -> tuple[Tensor, Tensor]:
+def attack_subsample(x: Tensor, y: Tensor, max_test: int, seed: int) -> tuple[Tensor, Tensor]:
+    """The seeded subsample of ``max_test`` test examples the robustness audit attacks (all if fewer)."""
     if x.shape[0] <= max_test:
         return x, y
     idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_test]
@@ -467,7 +511,7 @@ def run_robustness_audit(
         raise DataError("robustness audit needs a non-empty condensed set and test set")
     t0 = time.perf_counter()
     settings = AttackSettings.quick() if quick else AttackSettings.standard()
-    tx, ty = _subsample(test_images, test_labels, max_test, seed)
+    tx, ty = attack_subsample(test_images, test_labels, max_test, seed)
     sets = {"condensed": [(images, labels)], "baseline": [baseline] if baseline is not None else None,
             "dp_baseline": list(dp_baseline) if dp_baseline else None}
     sets = {k: v for k, v in sets.items() if v is not None}

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from securedc.audits.robustness import AttackSettings, _autoattack, _Connected, _correct, _subsample, audit_model
+from securedc.audits.robustness import AttackSettings, attack_subsample, audit_model, autoattack_accuracy
 from securedc.concurrency import run_concurrently
 from securedc.condensation import run_condensation
 from securedc.config import CondenseConfig, EvalConfig, parse_number
@@ -63,7 +63,7 @@ def _evaluate(sets: dict[str, tuple], bundle, *, eps: float, eval_config: EvalCo
     """Every model of one seed trained side by side (standard protocol and fast AT), then attacked on
     the same seeded test subsample: PGD-20 with 2 restarts (keyed starts: side by side too) and the
     quick AutoAttack (its parts draw from the global RNG: one model at a time, under ``fork_rng``)."""
-    tx, ty = _subsample(bundle.test_images, bundle.test_labels, test, seed)
+    tx, ty = attack_subsample(bundle.test_images, bundle.test_labels, test, seed)
     recipe, settings = PGDRecipe.fast(eps), AttackSettings.quick()
     jobs, slots = [], []
     for name, (images, labels, soft, _) in sets.items():
@@ -78,12 +78,8 @@ def _evaluate(sets: dict[str, tuple], bundle, *, eps: float, eval_config: EvalCo
     with torch.random.fork_rng():
         heads = run_concurrently([functools.partial(audit_model, m, tx, ty, eps=eps, num_classes=bundle.num_classes,
                                                     seed=seed, settings=settings, sanity=False) for m in models])
-        auto = []
-        for m in models:
-            net = _Connected(m).eval()
-            clean = _correct(net, tx, ty, batch_size=250)
-            auto.append(_autoattack(net, tx, ty, clean, eps=eps, num_classes=bundle.num_classes, settings=settings,
-                                    seed=seed, batch_size=250)[0])
+        auto = [autoattack_accuracy(m, tx, ty, eps=eps, num_classes=bundle.num_classes, settings=settings,
+                                    seed=seed)[0] for m in models]
     out: dict[str, dict[str, list[float]]] = {}
     for (name, protocol), head, aa in zip(slots, heads, auto):
         prefix = "" if protocol == "standard" else "at_"

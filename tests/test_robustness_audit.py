@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from securedc.audits import create_audit, list_audits
-from securedc.audits.robustness import AttackSettings, audit_model, run_robustness_audit
+from securedc.audits.robustness import AttackSettings, audit_model, autoattack_accuracy, run_robustness_audit
 from securedc.config import EvalConfig
 from securedc.evaluate import random_subset, train_model
 
@@ -58,6 +58,11 @@ def test_normal_model_passes_all_checks(digits, trained):
     again = audit_model(trained, digits.test_images[:150], digits.test_labels[:150], eps=0.1, num_classes=10,
                         settings=TINY, seed=0)
     assert again.metrics == r.metrics, "same seed -> same numbers"
+    # AutoAttack alone (no sanity suite) gives the suite's number, and leaves the global RNG alone
+    acc, broken = autoattack_accuracy(trained, digits.test_images[:150], digits.test_labels[:150], eps=0.1,
+                                      num_classes=10, settings=TINY, seed=0)
+    assert torch.equal(state, torch.get_rng_state())
+    assert acc == m["autoattack_acc"] and broken == r.details["autoattack_broken"] and sum(broken.values()) > 0
 
 
 def test_gradient_masking_model_fails(digits, trained):
