@@ -28,12 +28,12 @@ accuracy of full-batch releases at a fraction of their compute. ``η(q, R) / η(
 depend on N, so q is chosen without reading the data. On large data that q still reads far more
 than a non-private release (Fashion-MNIST, ε = 8, R = 100: q = 0.3, 1 800 real images per class
 against ``batch_real`` = 256), so it is **capped** at ``batch_real / max_c N̂_c`` from the public or
-released counts (post-processing): a private run then costs about as much wall time as a
-non-private one with the same K, and ``batch_real`` trades compute for accuracy as it does there.
-R is a compute knob (diversity of random networks and augmentations); at large q it barely
-changes η. Defaults: R = min(⌈K / reuse⌉, 100) releases for K optimisation steps (reuse = 4), tolerance 0.15, count
-share 0.1 — chosen from the η tables of this module on public benchmark sizes (Fashion-MNIST
-48 000, digits 1 150 members), never on private data.
+released counts (post-processing): a private release then reads no more real images than a
+non-private one, and ``batch_real`` trades compute for accuracy as it does there. R is a compute
+knob (diversity of random networks and augmentations); at large q it barely changes η.
+Defaults: R = min(⌈K / reuse⌉, 100) releases for K optimisation steps (reuse = 4: as many as a
+non-private run), tolerance 0.15, count share 0.1 — chosen from the η tables of this module on
+public benchmark sizes (Fashion-MNIST 48 000, digits 1 150 members), never on private data.
 
 Example:
     >>> q = choose_sample_rate(epsilon=1.0, delta=1e-5, releases=100)
