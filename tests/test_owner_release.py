@@ -168,8 +168,13 @@ def test_inspect_and_recertify_read_the_owner_file(dp_release, policies, tmp_pat
     owner = read_owner_record(release, tensor_sha256=after["tensor_sha256"])
     assert owner["audit"]["certified"] is True and owner["audit"]["reasons"] == []
     assert owner["audit"]["split"]["members_sha256"] in (tmp_path / "re" / "report.json").read_text()
-    assert math.isfinite(owner["audit"]["headline"]["mia"]["auc"]) and owner["audit"]["headline"]["mia"]["auc"] \
-        and repr(owner["audit"]["headline"]["mia"]["auc"]) not in text
+    headline = owner["audit"]["headline"]
+    assert math.isfinite(headline["mia"]["auc"]) and headline["mia"]["auc"] > 0
+    # no measured number of the audit reaches the release; a number as short as 0.5 (an AUC at chance)
+    # occurs in the release's own config by coincidence, so only distinctive ones are looked for
+    measured = [v for section in headline.values() if isinstance(section, dict) for v in section.values()
+                if isinstance(v, float)]
+    assert measured and all(repr(v) not in text for v in measured if len(repr(v)) >= 6)
 
     owner_path(release).unlink()
     shown = _run("inspect", str(release))
