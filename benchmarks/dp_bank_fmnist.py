@@ -24,7 +24,12 @@ import platform
 import time
 from pathlib import Path
 
+import sys
+
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _overrides import parse_overrides  # noqa: E402
 
 from securedc.condenser import Condenser
 from securedc.config import CondenseConfig, EvalConfig, PrivacyConfig
@@ -50,6 +55,7 @@ def main() -> None:
     ap.add_argument("--eval-epochs", type=int, default=300)
     ap.add_argument("--random-baseline", action="store_true", help="also evaluate a random real subset")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--set", nargs="*", default=[], help="CondenseConfig overrides key=value (e.g. lr_decay=cosine)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dp_bank_fmnist")
     args = ap.parse_args()
     bundle = load_dataset(args.dataset)
@@ -58,7 +64,7 @@ def main() -> None:
     for eps in args.epsilons:
         cfg = CondenseConfig(
             ipc=args.ipc, iterations=args.iterations, releases=args.releases, device=args.device,
-            batch_real=args.batch_real,
+            batch_real=args.batch_real, **parse_overrides(args.set),
             privacy=PrivacyConfig(epsilon=eps, delta=1e-5, sample_rate=args.sample_rate,
                                   **({} if args.prototype_share is None else {"prototype_share": args.prototype_share})),
         )
@@ -88,7 +94,8 @@ def main() -> None:
     lines = [f"# DP Fashion-MNIST with the statistics bank (IPC {args.ipc}, δ = 1e-5)", "",
              f"Machine: {machine}. Evaluation: {args.eval_models} ConvNet-3 × {args.eval_epochs} epochs, "
              "SGD lr 0.01, no augmentation, full test set. Command: `python benchmarks/dp_bank_fmnist.py "
-             + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out",)) + "`", "",
+             + " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                      for k, v in vars(args).items() if k not in ("out",) and v != []) + "`", "",
              "| ε target | ε spent | prototype share | σ | q | R | K | condensation s | accuracy % |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--snapshots", type=int, nargs="+", default=[100, 200, 300])
     ap.add_argument("--eval-models", type=int, default=1)
     ap.add_argument("--eval-epochs", type=int, default=100)
+    ap.add_argument("--eval-dsa", default="color_crop_cutout_flip_scale_rotate",
+                    help="augmentation of the evaluation models ('none' = the independent evaluator's plain protocol)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--merge", action="store_true")
     args = ap.parse_args()
@@ -74,7 +76,7 @@ def main() -> None:
     overrides = parse_overrides(args.set)
     base = dict(ipc=10, batch_real=64, init="real", real_precision="bf16")
     base.update(overrides)
-    ec = EvalConfig(models=args.eval_models, epochs=args.eval_epochs)
+    ec = EvalConfig(models=args.eval_models, epochs=args.eval_epochs, dsa=args.eval_dsa)
     val_acc, t_run = {}, 0.0
     ck = TUNE / f".ckpt-{args.name}.safetensors"
     done = 0
@@ -96,7 +98,7 @@ def main() -> None:
            "machine": f"{platform.machine()} {platform.processor() or 'cpu'}",
            "protocol": (f"Protocol: FMNIST IPC 10, 55k/5k seeded train/validation split, defaults "
                         f"{ {k: v for k, v in base.items() if k not in overrides} }, eval {args.eval_models} ConvNet-3 x "
-                        f"{args.eval_epochs} epochs on the 5k validation images; {args.threads} thread(s) per run, "
+                        f"{args.eval_epochs} epochs (augmentation {args.eval_dsa}) on the 5k validation images; {args.threads} thread(s) per run, "
                         "two runs side by side (s/iter comparable only within this table).")}
     (TUNE / f"{args.name}.json").write_text(json.dumps(out, indent=2))
 
