@@ -86,6 +86,24 @@ def test_calibration_property(eps, q, steps) -> None:
     assert 0.99 * eps <= spent <= eps
 
 
+@pytest.mark.parametrize(("eps", "delta", "releases"), [(8.0, 1e-4, 75), (1.0, 1e-4, 75), (8.0, 1e-5, 50)])
+def test_sample_rate_rule_picks_the_smallest_grid_q_within_tolerance_of_the_floor(eps, delta, releases) -> None:
+    """The signal-to-noise rule, checked against its definition with full calibrations (opacus'
+    accountant): η(q) = σ(q)/(q√R) of the chosen q is within 15 % of the q = 1 floor (up to the
+    calibration's own 0.5 % tolerance on σ), and no smaller grid q is."""
+    from securedc.privacy.calibration import SAMPLE_RATE_GRID, choose_sample_rate
+
+    def eta(q: float) -> float:
+        return calibrate_noise(target_epsilon=eps, target_delta=delta, sample_rate=q, steps=releases) / (q * releases ** 0.5)
+
+    chosen = choose_sample_rate(epsilon=eps, delta=delta, releases=releases)
+    floor = eta(1.0)
+    assert chosen in SAMPLE_RATE_GRID and eta(chosen) <= 1.15 * floor * 1.005
+    smaller = [q for q in SAMPLE_RATE_GRID if q < chosen]
+    if smaller:
+        assert eta(max(smaller)) > 1.15 * floor
+
+
 def test_manifest_epsilon_is_recomputable_and_lists_not_covered(digits) -> None:
     c = _condenser(digits, iterations=2, batch_real=8, privacy=PrivacyConfig(epsilon=4.0), grad_weight=1.0)
     mech = c.make_mechanism(digits.train_images, digits.train_labels)
@@ -414,6 +432,7 @@ def test_memoised_rdp_epsilon_equals_a_fresh_opacus_accountant(history, delta) -
     expected = fresh.get_epsilon(delta=delta)
     assert rdp_epsilon(history, delta=delta) == expected  # bit-identical, also on a second (memoised) call
     assert rdp_epsilon(history, delta=delta) == expected
+    assert rdp_epsilon(history, delta=delta, quiet=True) == expected  # the same conversion without the warning
     ours = PrivacyAccountant("rdp", delta=delta)
     for sigma, q, n in history:
         for _ in range(min(n, 3)):
