@@ -21,10 +21,9 @@ import argparse
 import json
 import math
 import platform
+import sys
 import time
 from pathlib import Path
-
-import sys
 
 import torch
 
@@ -55,7 +54,7 @@ def main() -> None:
     ap.add_argument("--eval-epochs", type=int, default=300)
     ap.add_argument("--random-baseline", action="store_true", help="also evaluate a random real subset")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--set", nargs="*", default=[], help="CondenseConfig overrides key=value (e.g. lr_decay=cosine)")
+    ap.add_argument("--set", nargs="*", default=[], help="CondenseConfig overrides key=value (e.g. reuse=2)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dp_bank_fmnist")
     args = ap.parse_args()
     bundle = load_dataset(args.dataset)
