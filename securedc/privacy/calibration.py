@@ -90,8 +90,11 @@ TOP_UP_FRACTION = 0.75
 History = Sequence[tuple[float, float, int]]
 
 
-def epsilon_of(history: History, *, delta: float, accountant: str = "rdp") -> float:
+def epsilon_of(history: History, *, delta: float, accountant: str = "rdp", quiet: bool = False) -> float:
     """ε of a composition ``[(σ, q, steps), ...]`` at ``delta`` with a fresh opacus accountant.
+
+    ``quiet`` (RDP only) drops opacus' warning that the optimal order is at the edge of its range
+    (:func:`~securedc.privacy.rdp.rdp_epsilon`): for the probes of a search, not for a run's ε.
 
     Example:
         >>> round(epsilon_of([(1.0, 0.01, 1000)], delta=1e-5), 2) > 0
@@ -100,7 +103,7 @@ def epsilon_of(history: History, *, delta: float, accountant: str = "rdp") -> fl
     if not history:
         return 0.0
     if accountant == "rdp":
-        eps = rdp_epsilon([(float(s), float(q), int(n)) for s, q, n in history], delta=delta)
+        eps = rdp_epsilon([(float(s), float(q), int(n)) for s, q, n in history], delta=delta, quiet=quiet)
         return eps if math.isfinite(eps) else math.inf
     from opacus.accountants import create_accountant  # lazy: see securedc.privacy.rdp.rdp_orders
 
@@ -236,13 +239,8 @@ def _choose_sample_rate(epsilon: float, delta: float, releases: int, accountant:
     floor = calibrate_noise(target_epsilon=epsilon, target_delta=delta, sample_rate=1.0, steps=releases,
                             accountant=accountant) / math.sqrt(releases)
     for q in sorted(grid):
-        if q >= 1:
-            return 1.0
         sigma_star = (1 + tolerance) * floor * q * math.sqrt(releases)
-        probe = [(sigma_star, q, releases)]
-        spent = (rdp_epsilon(probe, delta=delta, quiet=True) if accountant == "rdp"
-                 else epsilon_of(probe, delta=delta, accountant=accountant))
-        if spent <= epsilon:
+        if epsilon_of([(sigma_star, q, releases)], delta=delta, accountant=accountant, quiet=True) <= epsilon:
             return float(q)
     return 1.0
 
