@@ -42,6 +42,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from securedc.config import REAL_DATA_INITS
 from securedc.errors import ConfigError, DataError
 from securedc.io import atomic_write_bytes
 
@@ -246,7 +247,7 @@ def config_for_bank(config: Any, meta: Mapping[str, Any]) -> Any:
     privacy = meta.get("privacy") or {}
     epsilon = float(privacy.get("target_epsilon", math.inf)) if privacy.get("private") else math.inf
     init = ("prototype" if meta.get("prototypes") else "noise") if config.init == "auto" else config.init
-    if init in ("real", "mix"):
+    if init in REAL_DATA_INITS:
         raise ConfigError("--from-bank cannot initialise from real images (the bank holds no images); use --init noise")
     return dataclasses.replace(
         config, init=init, privacy=dataclasses.replace(config.privacy, epsilon=epsilon), releases=None

@@ -1,7 +1,7 @@
 """Initialisation of a condensation run: the initial synthetic set S, its optimiser and the run state.
 
-S starts from real images or averages of them (``init="real"``/``"mix"``, non-private runs
-only, through the mechanism), from the DP class prototypes plus public noise
+S starts from real images or averages of them (``init="real"``/``"mix"``/``"kmeans"``,
+non-private runs only, through the mechanism), from the DP class prototypes plus public noise
 (``"prototype"``), or from public noise (``"noise"``). All public randomness comes from the
 seed :func:`~securedc.releases.step_seed` ``(seed, -1)``, per class.
 
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from securedc.bank import StatisticsBank
-from securedc.config import CondenseConfig
+from securedc.config import REAL_DATA_INITS, CondenseConfig
 from securedc.errors import ConfigError
 from securedc.functional import noise_images
 from securedc.lr_adapter import HypergradientLR
@@ -66,9 +66,11 @@ def initial_images(
     """
     seed = step_seed(config.seed, -1)
     init = config.resolved_init
-    if init in ("real", "mix"):
+    if init in REAL_DATA_INITS:
         if mechanism is None:
-            raise ConfigError("--init real/mix needs the real data; a bank alone supports --init noise")
+            raise ConfigError(f"--init {init} needs the real data; a bank alone supports --init noise")
+        if init == "kmeans":
+            return mechanism.kmeans_init(config.ipc, seed=seed, min_members=config.init_mix).float()
         mix = config.init_mix if init == "mix" else 1
         return mechanism.real_init(config.ipc, seed=seed, mix=mix).float()
     shape = (config.ipc, *image_shape)

@@ -42,7 +42,7 @@ def test_dp_refuses_real_init_and_round_trip() -> None:
     cfg = CondenseConfig(privacy=PrivacyConfig(epsilon=3, delta=1e-6), adversarial=AdversarialConfig(eps=0.1))
     assert CondenseConfig.from_dict(cfg.to_dict()) == cfg
     assert CondenseConfig.from_dict(CondenseConfig().to_dict()) == CondenseConfig()
-    assert cfg.resolved_init == "prototype" and CondenseConfig().resolved_init == "mix"
+    assert cfg.resolved_init == "prototype" and CondenseConfig().resolved_init == "kmeans"
     no_protos = CondenseConfig(privacy=PrivacyConfig(epsilon=3, prototype_share=0.0))
     assert no_protos.resolved_init == "noise"
     with pytest.raises(PrivacyError, match="--init mix"):

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from securedc.errors import DataError, PrivacyError
 from securedc.functional import class_means, class_sums, clip_rows, zero_nonfinite_rows
+from securedc.kmeans import kmeans_centres
 from securedc.privacy.streams import COUNTS_DOMAIN, PROTOTYPES_DOMAIN, SecretStreams
 
 __all__ = [
@@ -221,6 +222,11 @@ class Mechanism(abc.ABC):
         """
         raise PrivacyError("initialising from real images is not allowed in DP mode; use --init noise")
 
+    def kmeans_init(self, ipc: int, *, seed: int, min_members: int = 1) -> Tensor:
+        """``ipc`` k-means centres per owned class (:func:`~securedc.kmeans.kmeans_centres`; non-private only),
+        each the mean of at least ``min_members`` real images of its class."""
+        raise PrivacyError("initialising from real images is not allowed in DP mode; use --init noise")
+
 
 class ExactMechanism(Mechanism):
     """Non-private access: ``batch_per_class`` random real images per class, exact statistics.
@@ -267,9 +273,7 @@ class ExactMechanism(Mechanism):
         ]
 
     def real_init(self, ipc: int, *, seed: int, mix: int = 1) -> Tensor:
-        too_small = [c for c in self.classes if self._by_class[c].numel() < ipc]
-        if too_small:
-            raise DataError(f"--ipc {ipc} is larger than classes {too_small}; lower --ipc")
+        self._check_init_size(ipc)
         out = []
         for c in self.classes:
             idx = self._by_class[c]
@@ -277,6 +281,19 @@ class ExactMechanism(Mechanism):
             pick = idx[torch.randperm(idx.numel(), generator=class_generator(seed, c))[: ipc * k]]
             out.append(self._images[pick].reshape(ipc, k, *self.image_shape).mean(dim=1))
         return torch.cat(out)
+
+    def kmeans_init(self, ipc: int, *, seed: int, min_members: int = 1) -> Tensor:
+        self._check_init_size(ipc)
+        return torch.cat([
+            kmeans_centres(self._images[self._by_class[c]], ipc, generator=class_generator(seed, c),
+                           min_members=min_members)
+            for c in self.classes
+        ])
+
+    def _check_init_size(self, ipc: int) -> None:
+        too_small = [c for c in self.classes if self._by_class[c].numel() < ipc]
+        if too_small:
+            raise DataError(f"--ipc {ipc} is larger than classes {too_small}; lower --ipc")
 
 
 class GaussianMechanism(Mechanism):

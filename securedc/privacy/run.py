@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from securedc.checkpoint import load_checkpoint
+from securedc.config import REAL_DATA_INITS
 from securedc.errors import DataError, PrivacyError
 from securedc.privacy.accountant import PrivacyAccountant
 from securedc.privacy.calibration import TOP_UP_SNR, PrivacyPlan, plan_private_run
@@ -84,7 +85,7 @@ def run_mechanism(
         mech = ExactMechanism(images, labels, num_classes=num_classes, batch_per_class=config.batch_real,
                               classes=classes)
         counts = mech.class_counts
-        if config.resolved_init in ("real", "mix") and int(counts.min()) < config.ipc:
+        if config.resolved_init in REAL_DATA_INITS and int(counts.min()) < config.ipc:
             raise DataError(f"--ipc {config.ipc} is larger than the smallest class ({int(counts.min())} images)")
         return mech, None
     if config.iterations < 1:
