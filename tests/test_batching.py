@@ -127,7 +127,7 @@ def test_chunked_synthetic_side_gives_the_same_loss_and_image_gradient(fmnist_sm
 def test_default_lr_is_dm_lr_in_normalised_units() -> None:
     std = (0.353,)
     assert CondenseConfig(init="real").resolved_lr_img(std) == pytest.approx(0.353**2)
-    assert CondenseConfig().resolved_lr_img(std) == pytest.approx(0.353**2)  # auto -> mix, normalised-unit rule
+    assert CondenseConfig().resolved_lr_img(std) == pytest.approx(0.353**2)  # auto -> kmeans, normalised-unit rule
     assert CondenseConfig(init="noise").resolved_lr_img(std) == 1.0
     assert CondenseConfig(init="mix").resolved_lr_img(std) == pytest.approx(0.353**2)
     assert CondenseConfig(privacy=PrivacyConfig(epsilon=1.0)).resolved_lr_img(std) == 1.0  # DP -> noise init
