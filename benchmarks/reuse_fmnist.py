@@ -26,20 +26,22 @@ import argparse
 import json
 import multiprocessing as mp
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from securedc.condenser import Condenser
-from securedc.config import CondenseConfig, EvalConfig
+from securedc.config import CondenseConfig
 from securedc.data import load_dataset
-from securedc.evaluate import evaluate_set
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _scoring import PLAIN, score_file  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SNAPS = RESULTS / ".reuse-snapshots"
-PLAIN = dict(models=3, epochs=300, dsa="none")
 
 
 class _BudgetSpent(Exception):
@@ -71,16 +73,6 @@ def condense_for(budget: float, *, reuse: int, batch_real: int, max_steps: int) 
     return row
 
 
-def _evaluate(name: str) -> tuple[str, dict]:
-    torch.set_num_threads(1)
-    b = load_dataset("fashion-mnist")
-    d = load_file(str(SNAPS / name))
-    r = evaluate_set(d["images"], d["labels"].long(), b.test_images, b.test_labels, num_classes=10, mean=b.mean,
-                     std=b.std, config=EvalConfig(**PLAIN), seed=0)
-    print(f"eval {name}: {100 * r.mean:.2f} ± {100 * r.std:.2f}", flush=True)
-    return name, {"acc_mean": r.mean, "acc_std": r.std, "accuracies": r.accuracies}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reuse", type=int, nargs="+", default=[1, 2, 4])
@@ -95,9 +87,9 @@ def main() -> None:
     rows = [condense_for(args.budget, reuse=m, batch_real=args.batch_real, max_steps=args.max_steps)
             for m in args.reuse]
     with mp.get_context("spawn").Pool(args.eval_jobs) as pool:
-        scores = dict(pool.imap_unordered(_evaluate, [r["file"] for r in rows]))
+        scores = dict(pool.imap_unordered(score_file, [str(SNAPS / r["file"]) for r in rows]))
     for r in rows:
-        r.update(scores[r["file"]])
+        r.update(scores[str(SNAPS / r["file"])])
     machine = f"{platform.machine()}, {args.threads} threads, {platform.processor() or 'cpu'}, torch {torch.__version__}"
     command = ("python benchmarks/reuse_fmnist.py --reuse " + " ".join(map(str, args.reuse))
                + f" --budget {args.budget:g} --batch-real {args.batch_real}")

@@ -142,7 +142,7 @@ def condense(
     init: Annotated[str, typer.Option(help="auto (kmeans when non-private, prototype in DP mode), real, mix (mean of --init-mix real images), kmeans (per-class k-means centres, each the mean of >= --init-mix real images), noise, prototype (DP class prototypes + public noise)", rich_help_panel="Condensation")] = "auto",
     init_mix: Annotated[int, typer.Option(help="real images averaged per synthetic image with --init mix; the fewest a centre averages with --init kmeans", rich_help_panel="Condensation")] = 4,
     optimizer: Annotated[str, typer.Option(help="sgd or adam on the images", rich_help_panel="Condensation")] = "sgd",
-    lr_img: Annotated[Optional[float], typer.Option(help="image learning rate in [0,1] pixel units (default: DM's lr 1 in normalised units = std² for SGD from --init real/mix, 1.0 from noise/prototypes, scaled down when the DP bank is mostly noise, 0.01 for Adam)", rich_help_panel="Condensation")] = None,
+    lr_img: Annotated[Optional[float], typer.Option(help="image learning rate in [0,1] pixel units (default: DM's lr 1 in normalised units = std² for SGD from --init real/mix/kmeans, 1.0 from noise/prototypes, scaled down when the DP bank is mostly noise, 0.01 for Adam)", rich_help_panel="Condensation")] = None,
     learn_lr: Annotated[bool, typer.Option(help="adapt the image lr online (hypergradient descent)", rich_help_panel="Condensation")] = False,
     batch_real: Annotated[int, typer.Option(help="real images per class per release (DP: at most this many expected; caps the rule's q)", rich_help_panel="Condensation")] = 256,
     real_chunk: Annotated[int, typer.Option(help="images per network pass, real and synthetic side (0 = automatic, cache-sized on CPU)", rich_help_panel="Condensation")] = 0,

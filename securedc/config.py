@@ -318,7 +318,7 @@ class CondenseConfig:
             or ``"auto"`` (``kmeans`` when non-private — real-image init copies members into the
             release and fails the membership-inference gate; from k-means centres the DM loop
             also converges higher than from ``mix``: 82.6 % against 79.2 % after 300 steps on
-            Fashion-MNIST IPC 10 — ``prototype`` when private, ``noise`` when private with
+            Fashion-MNIST IPC 10, ``benchmarks/results/init_fmnist.md`` — ``prototype`` when private, ``noise`` when private with
             ``prototype_share = 0``).
         init_mix: real images averaged per synthetic image with ``init="mix"``, and the fewest
             members a k-means centre averages with ``init="kmeans"`` (fewer when a class is too

@@ -7,9 +7,9 @@ Cluster means cover the modes of a class (the DM loop starts from diverse, clean
 than from averages of unrelated images) and copy no single member: a cluster with fewer than
 ``min_members`` members is replaced by the mean of the ``min_members`` members nearest its centre.
 
-Fashion-MNIST IPC 10 (``docs/benchmarks.md``): from k-means centres the default DM loop reached
-82.6 % after 300 steps where the ``mix`` init (means of 4 random images) reached 79.2 %
-(3 ConvNet-3 × 300 epochs, no augmentation).
+Fashion-MNIST IPC 10 (``benchmarks/results/init_fmnist.md``, one host, equal steps and time): from
+k-means centres the default DM loop reached 82.6 % after 300 steps where the ``mix`` init (means of
+4 random images) reached 79.2 % (3 ConvNet-3 × 300 epochs, no augmentation).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from torch import Tensor
 
 __all__ = ["kmeans_centres", "KMEANS_ITERATIONS", "KMEANS_MAX_POINTS"]
 
-#: Lloyd iterations after the k-means++ seeding (the centres move < 1e-3 per pixel after ~10 on
-#: Fashion-MNIST classes).
+#: Lloyd iterations after the k-means++ seeding (the setting of the Fashion-MNIST measurements).
 KMEANS_ITERATIONS = 10
 #: at most this many members of a class enter the clustering (a seeded random subset above it):
-#: bounds time and memory on large classes; Fashion-MNIST's 6 000 per class take ~0.5 s on a CPU core.
+#: bounds time and memory on large classes (a Fashion-MNIST class, 6 000 images, took ~0.6 s on the
+#: 2-core benchmark CPU).
 KMEANS_MAX_POINTS = 8192
 
 
