@@ -19,9 +19,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing as mp
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,7 +31,7 @@ from securedc.config import CondenseConfig
 from securedc.data import load_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _scoring import PLAIN, score_file  # noqa: E402
+from _scoring import PLAIN, PROTOCOL_MD, machine_line, score_rows, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SNAPS = RESULTS / ".init-snapshots"
@@ -73,27 +70,22 @@ def main() -> None:
     SNAPS.mkdir(parents=True, exist_ok=True)
     rows = [r for init in args.inits
             for r in condense(init, steps=args.steps, batch_real=args.batch_real, with_init=args.with_init)]
-    with mp.get_context("spawn").Pool(args.eval_jobs) as pool:
-        scores = dict(pool.imap_unordered(score_file, [str(SNAPS / r["file"]) for r in rows]))
-    for r in rows:
-        r.update(scores[str(SNAPS / r["file"])])
-    machine = f"{platform.machine()}, {args.threads} threads, {platform.processor() or 'cpu'}, torch {torch.__version__}"
+    score_rows(rows, SNAPS, jobs=args.eval_jobs)
+    machine = machine_line(args.threads)
     command = (f"python benchmarks/init_fmnist.py --inits {' '.join(args.inits)} --steps {args.steps} "
                f"--batch-real {args.batch_real}" + (" --with-init" if args.with_init else ""))
     doc = {"machine": machine, "command": command, "protocol": {**PLAIN, "lr": 0.01, "test_images": 10000},
            "condense": f"CondenseConfig defaults, batch_real={args.batch_real}, init=variant", "rows": rows}
-    (RESULTS / "init_fmnist.json").write_text(json.dumps(doc, indent=2))
     lines = ["# Initialisation of S at equal steps, Fashion-MNIST IPC 10 (non-private)", "",
              f"Machine: {machine}. Condensation: `CondenseConfig` defaults with `init` and "
              f"`batch_real={args.batch_real}` set, one variant after the other (setup and init counted). "
-             "Evaluation (the independent protocol): 3 fresh ConvNet-3 × 300 epochs, SGD lr 0.01, no augmentation, "
-             "10 000 test images. Step 0 = the initial set alone.", "",
+             + PROTOCOL_MD + " Step 0 = the initial set alone.", "",
              "| init | steps | condensation s | test acc % |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['init']} | {r['steps']} | {r['seconds']:.1f} | "
                      f"{100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f} |")
     lines += ["", f"Command: `{command}`"]
-    (RESULTS / "init_fmnist.md").write_text("\n".join(lines) + "\n")
+    write_results(RESULTS / "init_fmnist", doc, lines)
 
 
 if __name__ == "__main__":

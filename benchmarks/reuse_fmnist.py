@@ -23,9 +23,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing as mp
-import platform
 import sys
 import time
 from pathlib import Path
@@ -38,7 +35,7 @@ from securedc.config import CondenseConfig
 from securedc.data import load_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _scoring import PLAIN, score_file  # noqa: E402
+from _scoring import PLAIN, PROTOCOL_MD, machine_line, score_rows, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SNAPS = RESULTS / ".reuse-snapshots"
@@ -86,29 +83,24 @@ def main() -> None:
     SNAPS.mkdir(parents=True, exist_ok=True)
     rows = [condense_for(args.budget, reuse=m, batch_real=args.batch_real, max_steps=args.max_steps)
             for m in args.reuse]
-    with mp.get_context("spawn").Pool(args.eval_jobs) as pool:
-        scores = dict(pool.imap_unordered(score_file, [str(SNAPS / r["file"]) for r in rows]))
-    for r in rows:
-        r.update(scores[str(SNAPS / r["file"])])
-    machine = f"{platform.machine()}, {args.threads} threads, {platform.processor() or 'cpu'}, torch {torch.__version__}"
+    score_rows(rows, SNAPS, jobs=args.eval_jobs)
+    machine = machine_line(args.threads)
     command = ("python benchmarks/reuse_fmnist.py --reuse " + " ".join(map(str, args.reuse))
                + f" --budget {args.budget:g} --batch-real {args.batch_real}")
     doc = {"machine": machine, "command": command, "budget_seconds": args.budget,
            "protocol": {**PLAIN, "lr": 0.01, "test_images": 10000},
            "condense": f"CondenseConfig defaults, batch_real={args.batch_real}, reuse=m", "rows": rows}
-    (RESULTS / "reuse_fmnist.json").write_text(json.dumps(doc, indent=2))
     lines = [f"# Non-private statistics bank at equal wall time, Fashion-MNIST IPC 10 ({args.budget:g} s each)", "",
              f"Machine: {machine}. Condensation: `CondenseConfig` defaults (init {rows[0]['init']}, "
              f"image lr {rows[0]['lr_img']:.4g} in pixel units) with `batch_real={args.batch_real}` and `reuse=m`; "
              "each variant runs until its wall-clock budget is spent (setup counted), one after the other. "
-             "Evaluation (the independent protocol): 3 fresh ConvNet-3 × 300 epochs, SGD lr 0.01, no augmentation, "
-             "10 000 test images.", "",
+             + PROTOCOL_MD, "",
              "| reuse m | steps | releases (real passes) | s/step | test acc % |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['reuse']} | {r['steps']} | {r['releases']} | {r['s_per_step']:.3f} | "
                      f"{100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f} |")
     lines += ["", f"Command: `{command}`"]
-    (RESULTS / "reuse_fmnist.md").write_text("\n".join(lines) + "\n")
+    write_results(RESULTS / "reuse_fmnist", doc, lines)
 
 
 if __name__ == "__main__":

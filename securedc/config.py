@@ -315,11 +315,13 @@ class CondenseConfig:
             of one of ``ipc`` k-means clusters of its class, :mod:`securedc.kmeans`; every
             cluster averages at least ``init_mix`` images; non-private only), ``"noise"``,
             ``"prototype"`` (private only: the DP class prototypes of phase 0 plus public noise),
-            or ``"auto"`` (``kmeans`` when non-private — real-image init copies members into the
-            release and fails the membership-inference gate; from k-means centres the DM loop
-            also converges higher than from ``mix``: 82.6 % against 79.2 % after 300 steps on
-            Fashion-MNIST IPC 10, ``benchmarks/results/init_fmnist.md`` — ``prototype`` when private, ``noise`` when private with
-            ``prototype_share = 0``).
+            or ``"auto"`` (non-private: ``kmeans`` when every class has at least
+            :data:`~securedc.kmeans.KMEANS_AUTO_MIN_PER_CENTRE` members per synthetic image, else
+            ``mix`` — real-image init copies members into the release and fails the
+            membership-inference gate, and small clusters expose their members too; from k-means
+            centres the DM loop converges higher than from ``mix``: 82.6 % against 79.2 % after
+            300 steps on Fashion-MNIST IPC 10, ``benchmarks/results/init_fmnist.md``.
+            ``prototype`` when private, ``noise`` when private with ``prototype_share = 0``).
         init_mix: real images averaged per synthetic image with ``init="mix"``, and the fewest
             members a k-means centre averages with ``init="kmeans"`` (fewer when a class is too
             small).
@@ -402,6 +404,8 @@ class CondenseConfig:
 
     @property
     def resolved_init(self) -> str:
+        """``init`` with ``auto`` resolved (non-private: ``kmeans``, which the run replaces by ``mix``
+        when a class is too small: :func:`~securedc.kmeans.auto_real_init`)."""
         if self.init == "auto":
             if self.privacy.private:
                 return "prototype" if self.privacy.prototype_share > 0 else "noise"

@@ -23,6 +23,7 @@ from securedc.bank import StatisticsBank
 from securedc.config import REAL_DATA_INITS, CondenseConfig
 from securedc.errors import ConfigError
 from securedc.functional import noise_images
+from securedc.kmeans import auto_real_init
 from securedc.lr_adapter import HypergradientLR
 from securedc.privacy import Mechanism, PrivacyAccountant
 from securedc.privacy.mechanism import class_generator
@@ -69,6 +70,8 @@ def initial_images(
     if init in REAL_DATA_INITS:
         if mechanism is None:
             raise ConfigError(f"--init {init} needs the real data; a bank alone supports --init noise")
+        if init == "kmeans" and config.init == "auto":  # small classes: k-means centres expose their members
+            init = auto_real_init(int(mechanism.class_counts.min()), config.ipc)
         if init == "kmeans":
             return mechanism.kmeans_init(config.ipc, seed=seed, min_members=config.init_mix).float()
         mix = config.init_mix if init == "mix" else 1

@@ -8,7 +8,7 @@ import torch
 from securedc.condenser import Condenser
 from securedc.config import CondenseConfig, PrivacyConfig
 from securedc.errors import ConfigError, PrivacyError
-from securedc.kmeans import kmeans_centres
+from securedc.kmeans import KMEANS_AUTO_MIN_PER_CENTRE, auto_real_init, kmeans_centres
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -56,14 +56,23 @@ def _quantisation_error(init: torch.Tensor, bundle, ipc: int) -> float:
     return total / len(bundle.train_labels)
 
 
-def test_kmeans_init_is_the_default_copies_no_member_and_fits_the_classes_better_than_mix(digits) -> None:
-    assert CondenseConfig().resolved_init == "kmeans"
-    km = _init(digits)
+def test_kmeans_init_copies_no_member_and_fits_the_classes_better_than_mix(digits) -> None:
+    km = _init(digits, init="kmeans")
     mix = _init(digits, init="mix")
     assert km.shape == (50, *digits.image_shape)
     nearest = torch.cdist(km.flatten(1), digits.train_images.flatten(1)).min(dim=1).values
     assert (nearest > 1e-3).all(), "a k-means centre must not be a training image"
     assert _quantisation_error(km, digits, 5) < 0.8 * _quantisation_error(mix, digits, 5)
+
+
+def test_auto_uses_kmeans_only_on_large_classes(digits) -> None:
+    """Small clusters expose their members (digits: the default audit's MIA gates failed), so ``auto``
+    falls back to ``mix`` below the per-centre floor and uses k-means above it."""
+    assert CondenseConfig().resolved_init == "kmeans"
+    assert auto_real_init(KMEANS_AUTO_MIN_PER_CENTRE * 10, 10) == "kmeans"
+    assert auto_real_init(KMEANS_AUTO_MIN_PER_CENTRE * 10 - 1, 10) == "mix"
+    assert torch.equal(_init(digits), _init(digits, init="mix")), "digits (131-ish per class, IPC 5) falls back to mix"
+    assert torch.equal(_init(digits, ipc=1), _init(digits, ipc=1, init="kmeans")), "IPC 1: one centre per class"
 
 
 def test_kmeans_init_is_refused_in_dp_mode_and_from_a_bank() -> None:
