@@ -3,8 +3,9 @@
 CPU-sized protocol (stated in the results): the condenser sees the first 50 000
 training images (members); the last 10 000 are the audit's held-out non-members.
 Condensation: DM (mean-embedding), IPC 10, ``--iterations`` steps (default 30),
-``--batch-real`` real images per class per step (default 16), real init when
-non-private and noise init under DP (δ = 1e-5). MIA: 500 member + 500 non-member
+``--batch-real`` real images per class per step (default 16), the product's default init
+(``auto``: k-means centres when non-private since 2026-12-07, real images in the
+``audit_fmnist.md`` runs before it; DP class prototypes under DP, δ = 1e-5). MIA: 500 member + 500 non-member
 targets, attack models = ConvNet trained 50 epochs (no augmentation), 2 shadow
 condensations (same config) for LiRA/RMIA. Canary: 100 mislabelled canaries on a
 stratified 100-image training subset (+ included canaries), same condensation config.
