@@ -139,7 +139,7 @@ def condense(
     iterations: Annotated[int, typer.Option(help="optimisation steps", rich_help_panel="Condensation")] = 300,
     discrepancy: Annotated[str, typer.Option(help="mean-embedding, mmd, characteristic, sliced-wasserstein", rich_help_panel="Condensation")] = "mean-embedding",
     model: Annotated[str, typer.Option(help="architecture of the random step network", rich_help_panel="Condensation")] = "convnet",
-    init: Annotated[str, typer.Option(help="auto (kmeans when non-private, prototype in DP mode), real, mix (mean of --init-mix real images), kmeans (per-class k-means centres, each the mean of >= --init-mix real images), noise, prototype (DP class prototypes + public noise)", rich_help_panel="Condensation")] = "auto",
+    init: Annotated[str, typer.Option(help="auto (non-private: kmeans when every class has >= 50 images per synthetic image, else mix; prototype in DP mode), real, mix (mean of --init-mix real images), kmeans (per-class k-means centres, each the mean of >= --init-mix real images), noise, prototype (DP class prototypes + public noise)", rich_help_panel="Condensation")] = "auto",
     init_mix: Annotated[int, typer.Option(help="real images averaged per synthetic image with --init mix; the fewest a centre averages with --init kmeans", rich_help_panel="Condensation")] = 4,
     optimizer: Annotated[str, typer.Option(help="sgd or adam on the images", rich_help_panel="Condensation")] = "sgd",
     lr_img: Annotated[Optional[float], typer.Option(help="image learning rate in [0,1] pixel units (default: DM's lr 1 in normalised units = std² for SGD from --init real/mix/kmeans, 1.0 from noise/prototypes, scaled down when the DP bank is mostly noise, 0.01 for Adam)", rich_help_panel="Condensation")] = None,
