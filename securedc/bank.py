@@ -87,6 +87,8 @@ class StatisticsBank:
         self._stats: list[Tensor] = []
         #: ``[C, *image_shape]`` DP class prototypes of the run's phase-0 release (initialise S), or None
         self.prototypes: Tensor | None = None
+        #: ``[C, K, *image_shape]`` DP sub-class centres of the prototype rounds (initialise S), or None
+        self.centres: Tensor | None = None
         #: ``[C]`` noise std per coordinate of the DP statistics (derived from released counts), or None
         self.noise_std: Tensor | None = None
 
@@ -149,7 +151,7 @@ class StatisticsBank:
         n = len(self)
         out = {f"stat.{k}": s[:n].detach().cpu().contiguous() for k, s in enumerate(self._stats)}
         out["seeds"] = torch.tensor(self.seeds, dtype=torch.int64)
-        for name in ("prototypes", "noise_std"):
+        for name in ("prototypes", "centres", "noise_std"):
             extra = getattr(self, name)
             if extra is not None:
                 out[name] = extra.detach().cpu().float().contiguous()
@@ -163,6 +165,7 @@ class StatisticsBank:
         for r, seed in enumerate(seeds):
             bank.add(int(seed), [s[r] for s in stats])
         bank.prototypes, bank.noise_std = tensors.get("prototypes"), tensors.get("noise_std")
+        bank.centres = tensors.get("centres")
         return bank
 
     def save(self, path: str | os.PathLike[str], manifest: Mapping[str, Any]) -> None:

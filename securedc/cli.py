@@ -156,6 +156,7 @@ def condense(
     sample_rate: Annotated[Optional[str], typer.Option(help="DP: Poisson rate q of each release (default: the signal-to-noise rule, chosen from epsilon, delta and --releases only)", rich_help_panel="Privacy")] = None,
     counts: Annotated[str, typer.Option(help="DP: class counts 'released' through the mechanism (accounted) or declared 'public' by you", rich_help_panel="Privacy")] = "released",
     prototype_share: Annotated[Optional[float], typer.Option(help="DP: share of epsilon for the per-class mean images that initialise S (0 = noise init; default 0.8)", rich_help_panel="Privacy")] = None,
+    prototype_clusters: Annotated[Optional[str], typer.Option(help="DP: auto (default: the prototype share releases IPC sub-class centres per class through DP Lloyd rounds when every class is large enough, else class means), or K (1 = class means only)", rich_help_panel="Privacy")] = None,
     reuse: Annotated[int, typer.Option(help="optimisation steps per release of the statistics bank (1 = fresh real batch every step, as DM; default 4, chosen by time to accuracy; DP: at most 100 releases)", rich_help_panel="Condensation")] = 4,
     releases: Annotated[Optional[int], typer.Option(help="releases R of the statistics bank (default: iterations/reuse, at most 100 in DP mode); only releases touch real data", rich_help_panel="Condensation")] = None,
     save_bank: Annotated[bool, typer.Option("--save-bank", help="also write the statistics bank NAME.bank.safetensors (a DP artefact in DP mode)", rich_help_panel="Condensation")] = False,

@@ -149,10 +149,10 @@ class Condenser:
         self.plan = plan if plan is not None else self.plan
         return mech
 
-    def _init_images(self, mechanism: Mechanism | None, prototypes: Tensor | None, *, resuming: bool) -> Tensor:
-        """Initial S (:func:`~securedc.init.initial_images`)."""
-        return initial_images(self.config, mechanism, prototypes, classes=self.classes, image_shape=self.image_shape,
-                              resuming=resuming)
+    def _init_images(self, mechanism: Mechanism | None, bank: StatisticsBank, *, resuming: bool) -> Tensor:
+        """Initial S (:func:`~securedc.init.initial_images`) from the mechanism or the bank's DP prototypes."""
+        return initial_images(self.config, mechanism, bank.prototypes, centres=bank.centres, classes=self.classes,
+                              image_shape=self.image_shape, resuming=resuming)
 
     # ------------------------------------------------------------------ loop
     def fit(self, mechanism: Mechanism | None, *, bank: StatisticsBank | None = None,
@@ -176,7 +176,7 @@ class Condenser:
         cfg = self.config
         bank = run_bank(bank, mechanism=mechanism, config=cfg, plan=self.plan, num_classes=self.num_classes,
                         sensitivity=self.sensitivity, device=self.device)
-        init = self._init_images(mechanism, bank.prototypes, resuming=resume_from is not None)
+        init = self._init_images(mechanism, bank, resuming=resume_from is not None)
         lr = self.run_lr(bank_privacy)
         state = initial_state(cfg, init, bank, new_accountant(self.plan, mechanism), lr=lr, device=self.device)
         start = 0

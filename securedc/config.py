@@ -145,6 +145,12 @@ class PrivacyConfig:
             0 = no prototypes (noise initialisation, counts released with ``count_share``).
             The default was chosen on public data (digits and Fashion-MNIST benchmarks,
             docs/benchmarks.md).
+        prototype_clusters: ``"auto"`` (default) or K ≥ 1: the prototype share buys three Gaussian
+            rounds instead of one — the class means, then DP Lloyd rounds releasing K sub-class
+            centres per class that initialise S (:mod:`securedc.privacy.centres`; ``"auto"``: K = ipc
+            when the released counts say every class is large enough for a centre not to be mostly
+            noise, else the rounds re-release the class means: the same ε and the same noise as one
+            release). ``1`` = one class-mean release.
         prototype_top_up: allow the prototype top-up: when the statistics bank's signal-to-noise
             ratio (from the released counts; :func:`~securedc.privacy.calibration.bank_snr`) is
             too low for the bank to help, a second prototype release takes most of the bank's
@@ -159,6 +165,7 @@ class PrivacyConfig:
     counts: Literal["released", "public"] = "released"
     count_share: float = 0.1
     prototype_share: float = 0.8
+    prototype_clusters: int | str = "auto"
     prototype_top_up: bool = True
 
     @property
@@ -183,6 +190,9 @@ class PrivacyConfig:
             out.append(Problem("privacy.count_share", f"must be in (0, 1) (got {self.count_share})"))
         if not (0 <= self.prototype_share < 1):
             out.append(Problem("privacy.prototype_share", f"must be in [0, 1) (got {self.prototype_share})"))
+        k = self.prototype_clusters
+        if k != "auto" and not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+            out.append(Problem("privacy.prototype_clusters", f"must be 'auto' or an integer >= 1 (got {k!r})"))
         return out
 
     def validate(self) -> "PrivacyConfig":
@@ -516,7 +526,7 @@ class CondenseConfig:
 
         Options are the fields of :class:`CondenseConfig` plus flat names for the nested ones:
         ``epsilon``, ``delta``, ``accountant``, ``clip``, ``sample_rate``, ``counts``, ``count_share``,
-        ``prototype_share``
+        ``prototype_share``, ``prototype_clusters``
         (:class:`PrivacyConfig`) and ``adv_eps``, ``adv_steps``, ``adv_alpha``, ``adv_weight``,
         ``adv_network``, ``adv_synthetic``, ``adv_mode``, ``robust_extractor``, ``soft_labels``, ...
         (:data:`ADVERSARIAL_OPTIONS`). A value of ``None`` means *not given* (``base``'s value stays);
@@ -551,6 +561,8 @@ class CondenseConfig:
                               f"{sorted(top | set(PRIVACY_OPTIONS) | set(ADVERSARIAL_OPTIONS))}")
         for key in _NUMBER_OPTIONS & given.keys():
             given[key] = parse_number(given[key], name=option_field(key))
+        if isinstance(given.get("prototype_clusters"), str) and given["prototype_clusters"].strip().isdigit():
+            given["prototype_clusters"] = int(given["prototype_clusters"])
         if "robust_extractor" in given:
             given["robust_extractor"] = str(given["robust_extractor"])
         privacy = dataclasses.replace(given.pop("privacy", base.privacy),
@@ -564,7 +576,7 @@ class CondenseConfig:
 
 #: flat option name → :class:`PrivacyConfig` field (:meth:`CondenseConfig.from_options`)
 PRIVACY_OPTIONS = {name: name for name in ("epsilon", "delta", "accountant", "clip", "sample_rate", "counts",
-                                           "count_share", "prototype_share")}
+                                           "count_share", "prototype_share", "prototype_clusters")}
 
 #: flat option name → :class:`AdversarialConfig` field (:meth:`CondenseConfig.from_options`)
 ADVERSARIAL_OPTIONS = {

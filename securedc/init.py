@@ -1,8 +1,9 @@
 """Initialisation of a condensation run: the initial synthetic set S, its optimiser and the run state.
 
 S starts from real images or averages of them (``init="real"``/``"mix"``/``"kmeans"``,
-non-private runs only, through the mechanism), from the DP class prototypes plus public noise
-(``"prototype"``), or from public noise (``"noise"``). All public randomness comes from the
+non-private runs only, through the mechanism), from the DP prototypes (``"prototype"``: the DP
+sub-class centres when the prototype rounds released them, else the class means plus public noise),
+or from public noise (``"noise"``). All public randomness comes from the
 seed :func:`~securedc.releases.step_seed` ``(seed, -1)``, per class.
 
 Example:
@@ -44,6 +45,7 @@ def initial_images(
     mechanism: Mechanism | None,
     prototypes: Tensor | None,
     *,
+    centres: Tensor | None = None,
     classes: Sequence[int],
     image_shape: tuple[int, ...],
     resuming: bool,
@@ -55,6 +57,9 @@ def initial_images(
         config: the run's configuration (``init``, ``init_mix``, ``ipc``, ``seed``).
         mechanism: the real data's mechanism, or ``None`` (re-condensation from a bank).
         prototypes: ``[C, *image_shape]`` DP class prototypes, or ``None``.
+        centres: ``[C, K, *image_shape]`` DP sub-class centres (:mod:`securedc.privacy.centres`), or
+            ``None``. With ``init="prototype"`` image j of class c starts at centre ``j mod K``, plus
+            public noise from its second copy on (``ipc > K``, e.g. re-condensing a bank at a larger IPC).
         classes: the classes condensed, in order.
         image_shape: ``(channels, height, width)``.
         resuming: the run resumes from a checkpoint (which overwrites S).
@@ -82,7 +87,13 @@ def initial_images(
         if prototypes is None and not resuming:  # a resume overwrites S from the checkpoint
             raise ConfigError("--init prototype needs the DP class prototypes (a private run with "
                               "prototype_share > 0, or a bank saved by one); use --init noise")
-        if prototypes is not None:
+        if centres is not None:
+            k = centres.shape[1]
+            copies = torch.arange(config.ipc) % k
+            fresh = (torch.arange(config.ipc) >= k).to(noise[0]).view(-1, *([1] * len(image_shape)))
+            noise = [(centres[c].to(n)[copies] + fresh * PROTOTYPE_NOISE * (n - 0.5)).clamp(0, 1)
+                     for c, n in zip(classes, noise)]
+        elif prototypes is not None:
             protos = prototypes.to(noise[0])
             noise = [(protos[c] + PROTOTYPE_NOISE * (n - 0.5)).clamp(0, 1) for c, n in zip(classes, noise)]
     return torch.cat(noise)

@@ -88,8 +88,7 @@ def privacy_section(
             "per release: Poisson-sampled Gaussian mechanism on per-class sums of clipped per-sample vectors"
             + ("; class counts declared public by the user" if recorded["counts"] == "public"
                else "; class counts released once through a Gaussian mechanism, composed")
-            + ("; per-class mean images (prototypes, the initialisation of S) released once through a "
-               "full-batch Gaussian mechanism, composed" if recorded.get("prototype_noise_multiplier") else "")
+            + _prototype_description(recorded)
             + (f"; bank signal-to-noise {recorded.get('bank_snr') or 0:.2f} below {TOP_UP_SNR:g} (released counts): "
                f"a second prototype release (sigma {recorded['top_up_noise_multiplier']:.4g}) combined with the first "
                f"by inverse variance, the statistic releases adding sigma {recorded.get('release_noise_multiplier') or 0:.4g} "
@@ -103,6 +102,21 @@ def privacy_section(
         ),
         "not_covered": list(NOT_COVERED),
     }
+
+
+def _prototype_description(recorded: Mapping[str, Any]) -> str:
+    """The manifest's sentence on the phase-0 prototype releases (empty without prototypes)."""
+    if not recorded.get("prototype_noise_multiplier"):
+        return ""
+    rounds, clusters = int(recorded.get("prototype_rounds") or 1), int(recorded.get("prototype_clusters") or 1)
+    if rounds == 1:
+        return ("; per-class mean images (prototypes, the initialisation of S) released once through a "
+                "full-batch Gaussian mechanism, composed")
+    what = (f"per-class mean images (prototypes), then {rounds - 1} DP Lloyd rounds releasing {clusters} sub-class "
+            "centres per class (the initialisation of S)" if clusters > 1
+            else "per-class mean images (prototypes, the initialisation of S) combined by inverse variance")
+    return (f"; {rounds} full-batch Gaussian releases at sigma_p*sqrt({rounds}) each (together one release at "
+            f"sigma_p = {float(recorded['prototype_noise_multiplier']):.4g}): {what}, composed")
 
 
 def from_bank_section(bank_privacy: Mapping[str, Any] | None) -> dict[str, Any]:

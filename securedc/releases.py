@@ -110,6 +110,7 @@ def run_bank(
         )
     if plan is not None and len(bank) == 0:
         bank.prototypes, bank.noise_std = plan.prototypes, plan.noise_std(sensitivity)
+        bank.centres = plan.centres
     bank.to(device)
     return bank
 

@@ -196,4 +196,4 @@ def _restore_bank(
     saved = StatisticsBank.from_tensors(saved_bank, capacity=max(1, made), num_classes=num_classes)
     for r in range(made):
         bank.add(saved.seed(r), [s.to(device) for s in saved.statistics(r)])
-    bank.prototypes, bank.noise_std = saved.prototypes, saved.noise_std
+    bank.prototypes, bank.noise_std, bank.centres = saved.prototypes, saved.noise_std, saved.centres

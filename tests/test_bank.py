@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from securedc.bank import StatisticsBank
 from securedc.condenser import Condenser
 from securedc.config import CondenseConfig, PrivacyConfig
 from securedc.errors import DataError
+from securedc.privacy.centres import PROTOTYPE_ROUNDS
 
 
 def _condenser(bundle, **kw) -> Condenser:
@@ -27,14 +29,16 @@ def test_real_data_accesses_equal_releases_whatever_the_steps(digits, iterations
     mech = c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=5)
     res = c.fit(mech)
     kinds = [k for k, _, _ in mech.accesses]
-    phase0 = "prototypes" if share else "counts"
-    assert kinds == [phase0] + ["statistics"] * 3, "one phase-0 release, then R = 3 statistic releases"
+    phase0 = ["prototypes"] * PROTOTYPE_ROUNDS if share else ["counts"]
+    assert kinds == phase0 + ["statistics"] * 3, "the phase-0 release(s), then R = 3 statistic releases"
     p = res.privacy
-    sigma0 = p["prototype_noise_multiplier"] if share else p["count_noise_multiplier"]
+    # each prototype round adds sigma_p * sqrt(L): together one release at sigma_p
+    sigma0 = p["prototype_noise_multiplier"] * math.sqrt(PROTOTYPE_ROUNDS) if share else p["count_noise_multiplier"]
     assert sigma0 is not None and (p["count_noise_multiplier"] is None) == bool(share)
     # the accountant's history is exactly the instrumented accesses, and ε follows from it alone
-    assert p["accountant_history"] == [[sigma0, 1.0, 1], [p["noise_multiplier"], p["sample_rate"], 3]]
-    assert [(s, q) for _, s, q in mech.accesses] == [(sigma0, 1.0)] + [(p["noise_multiplier"], p["sample_rate"])] * 3
+    assert p["accountant_history"] == [[sigma0, 1.0, len(phase0)], [p["noise_multiplier"], p["sample_rate"], 3]]
+    assert [(s, q) for _, s, q in mech.accesses] == ([(sigma0, 1.0)] * len(phase0)
+                                                      + [(p["noise_multiplier"], p["sample_rate"])] * 3)
     acc = RDPAccountant()
     acc.history = [tuple(h) for h in p["accountant_history"]]
     assert float(acc.get_epsilon(delta=p["delta"])) == pytest.approx(p["epsilon"], rel=1e-9)

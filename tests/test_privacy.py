@@ -110,11 +110,12 @@ def test_manifest_epsilon_is_recomputable_and_lists_not_covered(digits) -> None:
     res = c.fit(mech)
     p = res.privacy
     assert p["private"] and p["steps"] == 2 and p["accountant"] == "rdp" and p["counts"] == "released"
-    # the composition is the prototype+count release (σ_p, q = 1, once) then R statistic releases (σ, q)
+    # the composition is the prototype+count rounds (σ_p·sqrt(L), q = 1, L times) then R statistic releases (σ, q)
     assert p["count_noise_multiplier"] is None
-    assert p["accountant_history"] == [[p["prototype_noise_multiplier"], 1.0, 1], [p["noise_multiplier"], p["sample_rate"], 2]]
+    rounds, sigma_r = p["prototype_rounds"], p["prototype_noise_multiplier"] * math.sqrt(p["prototype_rounds"])
+    assert p["accountant_history"] == [[sigma_r, 1.0, rounds], [p["noise_multiplier"], p["sample_rate"], 2]]
     acc = RDPAccountant()
-    acc.history = [(p["prototype_noise_multiplier"], 1.0, 1), (p["noise_multiplier"], p["sample_rate"], p["steps"])]
+    acc.history = [(sigma_r, 1.0, rounds), (p["noise_multiplier"], p["sample_rate"], p["steps"])]
     assert float(acc.get_epsilon(delta=p["delta"])) == pytest.approx(p["epsilon"], rel=1e-9)
     assert 0.99 * 4.0 <= p["epsilon"] <= 4.0
     assert p["delta"] < 1 / digits.train_labels.numel()
@@ -233,7 +234,7 @@ def test_empty_batches_do_not_crash_and_are_accounted(digits) -> None:
     res = c.fit(tiny)
     assert tiny.last_batch_size == 0
     assert res.privacy["steps"] == 5
-    assert sum(n for _, _, n in res.privacy["accountant_history"]) == 5 + 1  # + the count release
+    assert sum(n for _, _, n in res.privacy["accountant_history"]) == 5 + res.privacy["prototype_rounds"]  # + phase 0
     assert torch.isfinite(res.images).all() and all(math.isfinite(v) for v in res.losses)
 
 

@@ -15,6 +15,7 @@ from securedc.condenser import Condenser
 from securedc.config import CondenseConfig, EvalConfig, PrivacyConfig
 from securedc.discrepancy import create_discrepancy
 from securedc.errors import ConfigError
+from securedc.init import initial_images
 from securedc.privacy.baseline import dp_prototype_baseline
 from securedc.privacy.calibration import epsilon_of
 from securedc.privacy.mechanism import GaussianMechanism
@@ -50,7 +51,8 @@ def test_prototypes_are_accounted_and_estimate_the_class_means(digits) -> None:
     c = _condenser(digits, privacy=PrivacyConfig(epsilon=8.0, delta=1e-5), batch_real=256)
     mech = c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=2)
     plan = c.plan
-    assert [k for k, _, _ in mech.accesses] == ["prototypes"]
+    # prototype_clusters auto: three rounds (class means, then sub-class centres or the class means again)
+    assert [k for k, _, _ in mech.accesses] == ["prototypes"] * 3
     protos = plan.prototypes
     assert protos.shape == (10, 1, 8, 8) and bool((protos >= 0).all() and (protos <= 1).all())
     true = torch.stack([digits.train_images[digits.train_labels == k].mean(0) for k in range(10)])
@@ -70,7 +72,8 @@ def test_prototypes_are_accounted_and_estimate_the_class_means(digits) -> None:
 def test_private_init_starts_from_prototypes_plus_public_noise(digits) -> None:
     c = _condenser(digits, privacy=PrivacyConfig(epsilon=8.0, delta=1e-5))
     mech = c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=2)
-    init = c._init_images(mech, c.plan.prototypes, resuming=False)
+    init = initial_images(c.config, mech, c.plan.prototypes, centres=c.plan.centres, classes=list(range(10)),
+                          image_shape=(1, 8, 8), resuming=False)
     assert c.config.resolved_init == "prototype"
     per_class = init.view(10, 2, 1, 8, 8)
     resid = per_class - c.plan.prototypes[:, None]

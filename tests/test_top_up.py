@@ -20,6 +20,7 @@ from securedc.privacy.calibration import (
     prototype_noise_multiplier,
     top_up_split,
 )
+from securedc.privacy.centres import PROTOTYPE_ROUNDS
 from securedc.privacy.mechanism import GaussianMechanism
 
 
@@ -83,7 +84,7 @@ def test_low_snr_private_run_tops_up_and_the_accountant_composes_the_plan(digits
     mech = c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=4)
     plan = c.plan
     assert plan.bank_snr is not None and plan.bank_snr < TOP_UP_SNR
-    assert [k for k, _, _ in mech.accesses] == ["prototypes", "prototypes-top-up"]
+    assert [k for k, _, _ in mech.accesses] == ["prototypes"] * PROTOTYPE_ROUNDS + ["prototypes-top-up"]
     assert plan.top_up_noise_multiplier is not None and plan.release_sigma > plan.noise_multiplier
     assert mech.noise_multiplier == plan.release_sigma and mech.accounted_noise_multiplier == plan.noise_multiplier
     res = c.fit(mech)
@@ -91,7 +92,8 @@ def test_low_snr_private_run_tops_up_and_the_accountant_composes_the_plan(digits
     stats = [(s, q) for k, s, q in mech.accesses if k == "statistics"]
     assert stats == [(plan.release_sigma, plan.sample_rate)] * 20, "the releases add the larger noise"
     # the accountant composes the plan (which bounds both options), never the actual smaller curve
-    assert p["accountant_history"] == [[plan.prototype_noise_multiplier, 1.0, 1], [plan.noise_multiplier, plan.sample_rate, 20]]
+    assert p["accountant_history"] == [[plan.prototype_round_sigma, 1.0, PROTOTYPE_ROUNDS],
+                                       [plan.noise_multiplier, plan.sample_rate, 20]]
     assert epsilon_of([tuple(h) for h in p["accountant_history"]], delta=1e-5) == pytest.approx(p["epsilon"], rel=1e-9)
     assert p["epsilon"] <= 1.0
     assert p["top_up_noise_multiplier"] == plan.top_up_noise_multiplier and "second prototype release" in p["mechanism"]
@@ -119,7 +121,7 @@ def test_high_snr_or_disabled_runs_do_not_top_up(digits) -> None:
                     PrivacyConfig(epsilon=1.0, delta=1e-5, prototype_top_up=False)):
         c = _condenser(digits, releases=100, iterations=100, privacy=privacy)
         mech = c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=4)
-        assert [k for k, _, _ in mech.accesses] == ["prototypes"]
+        assert [k for k, _, _ in mech.accesses] == ["prototypes"] * PROTOTYPE_ROUNDS
         assert c.plan.top_up_noise_multiplier is None and mech.noise_multiplier == c.plan.noise_multiplier
         if privacy.prototype_top_up:
             assert c.plan.bank_snr >= TOP_UP_SNR

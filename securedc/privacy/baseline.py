@@ -98,8 +98,10 @@ def dp_prototype_draws(
 
 
 def combined_prototype_sigma(privacy: Mapping[str, Any]) -> float | None:
-    """Noise multiplier of a run's DP prototypes: the phase-0 release (σ_p) combined by inverse variance
-    with the prototype top-up (σ_B) when there was one; ``None`` without prototypes.
+    """Noise multiplier of a run's DP class-mean prototypes: the phase-0 release (σ_p) combined by inverse
+    variance with the prototype top-up (σ_B) when there was one; ``None`` without prototypes. When the
+    prototype rounds released sub-class centres (``prototype_clusters > 1``) the class means are those
+    of the first round alone, at ``σ_p·sqrt(prototype_rounds)``.
 
     Example:
         >>> round(combined_prototype_sigma({"prototype_noise_multiplier": 5.0, "top_up_noise_multiplier": 5.0}), 3)
@@ -108,6 +110,8 @@ def combined_prototype_sigma(privacy: Mapping[str, Any]) -> float | None:
     sp, sb = privacy.get("prototype_noise_multiplier"), privacy.get("top_up_noise_multiplier")
     if not sp:
         return None
+    if int(privacy.get("prototype_clusters") or 1) > 1:
+        sp = float(sp) * math.sqrt(int(privacy.get("prototype_rounds") or 1))
     inverse = 1.0 / float(sp) ** 2 + (1.0 / float(sb) ** 2 if sb else 0.0)
     return inverse ** -0.5
 

@@ -66,6 +66,7 @@ __all__ = [
     "count_noise_multiplier",
     "prototype_noise_multiplier",
     "plan_private_run",
+    "release_phase0_prototypes",
     "bank_snr",
     "top_up_split",
     "noisy_bank_step_scale",
@@ -377,12 +378,20 @@ class PrivacyPlan:
         count_noise_multiplier: σ₀ of a separate count release (``None`` with public counts or
             when the counts are released with the prototypes).
         prototype_noise_multiplier: σ_p of the class-prototype release (``None`` without it);
-            with released counts the counts are part of this release.
+            with released counts the counts are part of this release. It is made of
+            ``prototype_rounds`` releases at ``σ_p·sqrt(rounds)`` each (the accountant composes them;
+            the same ε as one release at σ_p).
+        prototype_rounds: L, the rounds of the prototype release (1, or
+            :data:`~securedc.privacy.centres.PROTOTYPE_ROUNDS` when sub-class centres may be released).
+        prototype_clusters: K, the sub-class centres per class the rounds after the first released
+            (:func:`~securedc.privacy.centres.choose_clusters`); 1 = the rounds re-released the class means.
         accountant: opacus accountant name.
         estimated_counts: the per-class counts used as normaliser (public, or the DP release);
             kept for resuming (checkpoints are private), not put in the release manifest.
         prototypes: ``[C, *image_shape]`` DP class-mean images of the prototype release (the
             initialisation of S; stored in the bank), or ``None``.
+        centres: ``[C, K, *image_shape]`` DP sub-class centres (the initialisation of S when K > 1;
+            stored in the bank), or ``None``.
         release_noise_multiplier: σ' the statistic releases actually use (``None`` = σ).
         top_up_noise_multiplier: σ_B of the prototype top-up (:func:`top_up_split`), run when
             the bank's signal-to-noise ratio is below :data:`TOP_UP_SNR`; ``None`` = no top-up.
@@ -399,9 +408,12 @@ class PrivacyPlan:
     counts: str
     count_noise_multiplier: float | None
     prototype_noise_multiplier: float | None = None
+    prototype_rounds: int = 1
+    prototype_clusters: int = 1
     accountant: str = "rdp"
     estimated_counts: tuple[float, ...] = field(default_factory=tuple)
     prototypes: Any = None
+    centres: Any = None
     release_noise_multiplier: float | None = None
     top_up_noise_multiplier: float | None = None
     bank_snr: float | None = None
@@ -433,6 +445,8 @@ class PrivacyPlan:
             "counts": self.counts,
             "count_noise_multiplier": self.count_noise_multiplier,
             "prototype_noise_multiplier": self.prototype_noise_multiplier,
+            "prototype_rounds": self.prototype_rounds,
+            "prototype_clusters": self.prototype_clusters,
             "accountant": self.accountant,
             "release_noise_multiplier": self.release_noise_multiplier,
             "top_up_noise_multiplier": self.top_up_noise_multiplier,
@@ -441,13 +455,29 @@ class PrivacyPlan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, estimated_counts: Sequence[float] = ()) -> "PrivacyPlan":
-        keys = {f for f in cls.__dataclass_fields__ if f not in ("estimated_counts", "prototypes")}
-        return cls(**{k: data.get(k) for k in keys}, estimated_counts=tuple(float(c) for c in estimated_counts))
+        keys = {f for f in cls.__dataclass_fields__ if f not in ("estimated_counts", "prototypes", "centres")}
+        defaults = {"prototype_rounds": 1, "prototype_clusters": 1}  # plans written before the Lloyd rounds
+        return cls(**{k: data.get(k, defaults.get(k)) for k in keys},
+                   estimated_counts=tuple(float(c) for c in estimated_counts))
+
+    @property
+    def prototype_round_sigma(self) -> float | None:
+        """σ of each prototype round, ``σ_p·sqrt(L)`` (``None`` without prototypes)."""
+        if self.prototype_noise_multiplier is None:
+            return None
+        return self.prototype_noise_multiplier * math.sqrt(self.prototype_rounds)
+
+    def one_off_releases(self) -> list[tuple[float, float, int]]:
+        """The phase-0 history ``(σ, q = 1, steps)``: the count release or the prototype rounds."""
+        out = [(self.count_noise_multiplier, 1.0, 1)] if self.count_noise_multiplier is not None else []
+        if self.prototype_round_sigma is not None:
+            out.append((self.prototype_round_sigma, 1.0, self.prototype_rounds))
+        return out
 
 
 def plan_private_run(
     privacy: Any, mechanism: Any, *, releases: int, feature_dim: int | None = None,
-    max_expected_per_class: float | None = None,
+    max_expected_per_class: float | None = None, ipc: int = 1,
 ) -> PrivacyPlan:
     """Calibrate a private run and configure ``mechanism`` (phase 0 happens here).
 
@@ -472,6 +502,8 @@ def plan_private_run(
         max_expected_per_class: the compute cap b of the rule's q (the run's ``batch_real``: a
             private release reads no more real images per class, in expectation, than a
             non-private one); ``None`` = no cap.
+        ipc: images per class of S: the sub-class centres the prototype rounds may release
+            (``privacy.prototype_clusters``; :mod:`securedc.privacy.centres`).
     """
     from securedc.config import default_delta  # config imports nothing from privacy
 
@@ -484,14 +516,16 @@ def plan_private_run(
         )
         q_source = "signal-to-noise rule (securedc.privacy.calibration)"
     share = float(getattr(privacy, "prototype_share", 0.0))
-    sigma0 = sigma_p = None
+    sigma0 = sigma_p = centres = None
+    rounds = clusters = 1
     if share > 0:
         sigma_p = prototype_noise_multiplier(epsilon=eps, share=share, accountant=acc)
-        prototypes, released = mechanism.release_prototypes(
-            noise_multiplier=sigma_p, with_counts=privacy.counts != "public"
+        prototypes, counts, centres, rounds, clusters = release_phase0_prototypes(
+            mechanism, noise_multiplier=sigma_p, ipc=ipc, clusters=getattr(privacy, "prototype_clusters", 1),
+            with_counts=privacy.counts != "public",
         )
-        counts = released if released is not None else mechanism.class_counts.double()
-        count_std = 0.0 if released is None else sigma_p * mechanism.prototype_count_factor
+        count_sigma = sigma_p if clusters == 1 else sigma_p * math.sqrt(rounds)  # K > 1: counts of round 1 only
+        count_std = count_sigma * mechanism.prototype_count_factor if privacy.counts != "public" else 0.0
     elif privacy.counts == "public":
         prototypes, counts, count_std = None, mechanism.class_counts.double(), 0.0
     else:
@@ -509,7 +543,9 @@ def plan_private_run(
     else:
         delta = default_delta(max(1, math.ceil(n_upper)))
         delta_source = "power of ten below 1/N (N " + ("public" if public_counts else "released, upper bound") + ")"
-    prefix = [(s0, 1.0, 1) for s0 in (sigma0, sigma_p) if s0 is not None]
+    prefix = [(s0, 1.0, 1) for s0 in (sigma0,) if s0 is not None]
+    if sigma_p is not None:
+        prefix.append((sigma_p * math.sqrt(rounds), 1.0, rounds))
     sigma = calibrate_noise(
         target_epsilon=eps, target_delta=delta, sample_rate=q, steps=releases, accountant=acc, prefix=prefix
     )
@@ -534,10 +570,50 @@ def plan_private_run(
         counts="public" if public_counts else "released",
         count_noise_multiplier=sigma0,
         prototype_noise_multiplier=sigma_p,
+        prototype_rounds=rounds,
+        prototype_clusters=clusters,
         accountant=acc,
         estimated_counts=tuple(float(c) for c in counts),
         prototypes=prototypes,
+        centres=centres,
         release_noise_multiplier=sigma_release,
         top_up_noise_multiplier=sigma_top,
         bank_snr=snr,
     )
+
+
+def release_phase0_prototypes(
+    mechanism: Any, *, noise_multiplier: float, ipc: int, clusters: int | str, with_counts: bool
+) -> tuple[Any, Any, Any, int, int]:
+    """The prototype share's releases: class means, then sub-class centres or re-released class means.
+
+    With ``clusters == 1`` one release at σ_p (the class means). Otherwise
+    :data:`~securedc.privacy.centres.PROTOTYPE_ROUNDS` = L rounds at ``σ_p·sqrt(L)``: the class means
+    (with the counts unless public), then either ``L − 1`` DP Lloyd rounds releasing K sub-class
+    centres per class (``clusters`` given as a number, or ``"auto"`` and
+    :func:`~securedc.privacy.centres.choose_clusters` says so from the released counts), or ``L − 1``
+    further class-mean releases combined by inverse variance (exactly one release at σ_p).
+
+    Returns:
+        ``(class means [C, *shape], counts [C] float64 (released, else public), centres
+        [C, K, *shape] or None, L, K)``.
+    """
+    from securedc.privacy.centres import PROTOTYPE_ROUNDS, centre_pool, choose_clusters
+
+    rounds = 1 if clusters == 1 else PROTOTYPE_ROUNDS
+    sigma = noise_multiplier * math.sqrt(rounds)
+    prototypes, released = mechanism.release_prototypes(noise_multiplier=sigma, with_counts=with_counts)
+    counts = released if released is not None else mechanism.class_counts.double()
+    k = 1
+    if rounds > 1:
+        pool = centre_pool(mechanism.image_shape)
+        dim = math.prod(mechanism.image_shape) // (pool * pool)
+        k = int(clusters) if clusters != "auto" else choose_clusters(
+            ipc, min_count=float(counts.min()), noise_multiplier=sigma, dim=dim)
+    if k > 1:
+        centres = mechanism.release_centres(noise_multiplier=sigma, clusters=k, rounds=rounds - 1)
+        return prototypes, counts, centres, rounds, k
+    for _ in range(rounds - 1):
+        prototypes, released = mechanism.repeat_prototypes(noise_multiplier=sigma)
+        counts = released if released is not None else counts
+    return prototypes, counts, None, rounds, 1

@@ -35,7 +35,16 @@ from torch import Tensor
 from securedc.errors import DataError, PrivacyError
 from securedc.functional import class_means, class_sums, clip_rows, zero_nonfinite_rows
 from securedc.kmeans import kmeans_centres
-from securedc.privacy.streams import COUNTS_DOMAIN, PROTOTYPES_DOMAIN, SecretStreams
+from securedc.privacy.centres import (
+    centre_pool,
+    centres_from_sums,
+    cluster_sums,
+    pooled,
+    round_sensitivity,
+    split_centres,
+    upsampled,
+)
+from securedc.privacy.streams import CENTRES_DOMAIN, COUNTS_DOMAIN, PROTOTYPES_DOMAIN, SecretStreams
 
 __all__ = [
     "class_generator",
@@ -305,7 +314,9 @@ class GaussianMechanism(Mechanism):
     * :meth:`release_counts` — per-class counts plus N(0, σ₀²) (sensitivity 1), once, when the
       user does not declare the counts public and no prototypes are released;
     * :meth:`release_prototypes` — per-class mean images (with the counts, unless public) from
-      one full-batch Gaussian release, once;
+      one full-batch Gaussian release, once; :meth:`repeat_prototypes` and :meth:`top_up_prototypes`
+      release the same sums again with fresh noise, :meth:`release_centres` runs DP Lloyd rounds
+      (sub-class prototypes, :mod:`securedc.privacy.centres`);
     * :meth:`release` — one Poisson-sampled Gaussian release of the per-class sums of every
       term's clipped per-sample vector.
 
@@ -361,6 +372,7 @@ class GaussianMechanism(Mechanism):
         self.accounted_noise_multiplier: float | None = None
         self.expected_counts: Tensor | None = None
         self._prototype_release: tuple[Tensor, float, bool] | None = None
+        self._prototype_streams = 0  # releases drawn from the prototype noise domain (each its own stream)
         self.accesses: list[tuple[str, float, float]] = []
         self.nonfinite_rows = 0
         self.last_batch_size = 0
@@ -453,15 +465,15 @@ class GaussianMechanism(Mechanism):
         if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
             raise PrivacyError(f"prototype noise multiplier must be > 0 (got {noise_multiplier})")
         self.accesses.append(("prototypes", float(noise_multiplier), 1.0))
-        sums = self._noisy_prototype_sums(0, noise_multiplier, with_counts=with_counts)
+        sums = self._noisy_prototype_sums(noise_multiplier, with_counts=with_counts)
         self._prototype_release = (sums, float(noise_multiplier), with_counts)
         return self._prototypes_from(sums, noise_multiplier, with_counts=with_counts)
 
     def top_up_prototypes(self, *, noise_multiplier: float) -> tuple[Tensor, Tensor | None]:
-        """A second, independent release of the prototype sums, combined with the first by inverse variance.
+        """A later, independent release of the prototype sums, combined with the earlier ones by inverse variance.
 
         The same vectors and sensitivity as :meth:`release_prototypes` with fresh noise ``σ_B``;
-        the two noisy sums are averaged with weights ``1/σ_p²`` and ``1/σ_B²`` (post-processing),
+        the noisy sums are averaged with weights ``1/σ_p²`` and ``1/σ_B²`` (post-processing),
         which equals one release with ``σ = (σ_p⁻² + σ_B⁻²)^(-1/2)``. The caller accounts for it
         (:func:`~securedc.privacy.calibration.top_up_split` fits it under the planned releases).
 
@@ -471,23 +483,91 @@ class GaussianMechanism(Mechanism):
         Raises:
             PrivacyError: no prototype release to top up, or σ_B not > 0.
         """
+        return self._combine_prototypes(noise_multiplier, kind="prototypes-top-up")
+
+    def repeat_prototypes(self, *, noise_multiplier: float) -> tuple[Tensor, Tensor | None]:
+        """One more round of the prototype release (kind ``"prototypes"``), combined like :meth:`top_up_prototypes`.
+
+        The rounds of a prototype share that did not split its classes
+        (:func:`~securedc.privacy.centres.choose_clusters`): ``L`` rounds at ``σ_p·sqrt(L)`` combine
+        to exactly one release at ``σ_p``.
+        """
+        return self._combine_prototypes(noise_multiplier, kind="prototypes")
+
+    def _combine_prototypes(self, noise_multiplier: float, *, kind: str) -> tuple[Tensor, Tensor | None]:
         if self._prototype_release is None:
-            raise PrivacyError("a prototype top-up needs a prototype release first")
+            raise PrivacyError("a further prototype release needs a prototype release first")
         if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
-            raise PrivacyError(f"top-up noise multiplier must be > 0 (got {noise_multiplier})")
+            raise PrivacyError(f"prototype noise multiplier must be > 0 (got {noise_multiplier})")
         first, sigma_p, with_counts = self._prototype_release
-        self.accesses.append(("prototypes-top-up", float(noise_multiplier), 1.0))
-        second = self._noisy_prototype_sums(1, noise_multiplier, with_counts=with_counts)
+        self.accesses.append((kind, float(noise_multiplier), 1.0))
+        second = self._noisy_prototype_sums(noise_multiplier, with_counts=with_counts)
         w1, w2 = sigma_p ** -2, noise_multiplier ** -2
         sums = (w1 * first + w2 * second) / (w1 + w2)
         sigma = (w1 + w2) ** -0.5
         self._prototype_release = (sums, sigma, with_counts)
         return self._prototypes_from(sums, sigma, with_counts=with_counts)
 
-    def _noisy_prototype_sums(self, release: int, noise_multiplier: float, *, with_counts: bool) -> Tensor:
-        """The class sums of :meth:`prototype_sums` plus Gaussian noise from the prototype stream ``release``."""
+    def release_centres(self, *, noise_multiplier: float, clusters: int, rounds: int) -> Tensor:
+        """``clusters`` DP sub-class prototypes per class from ``rounds`` Lloyd rounds (q = 1 each).
+
+        Starts from the released class means (:meth:`release_prototypes` first) split along secret
+        random directions; each round assigns every member to its nearest current centre on
+        average-pooled images, releases the per-cluster sums and sizes with Gaussian noise
+        ``N(0, σ²Δ²)`` and moves each centre to its noisy mean (:mod:`securedc.privacy.centres`).
+        One example moves one row of one class by at most Δ, so each round is one Gaussian
+        mechanism with noise multiplier σ; each is appended to :attr:`accesses` as ``"prototypes"``.
+
+        Returns:
+            ``[C, clusters, *image_shape]`` centres in [0, 1] (all classes, like the prototypes).
+
+        Raises:
+            PrivacyError: no class-mean release before, σ not > 0, or fewer than 2 clusters / 1 round.
+        """
+        if self._prototype_release is None:
+            raise PrivacyError("sub-class prototypes start from the class-mean release: release_prototypes first")
+        if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
+            raise PrivacyError(f"prototype noise multiplier must be > 0 (got {noise_multiplier})")
+        if clusters < 2 or rounds < 1:
+            raise PrivacyError(f"sub-class prototypes need >= 2 clusters and >= 1 round (got {clusters}, {rounds})")
+        first, sigma, with_counts = self._prototype_release
+        means, _ = self._prototypes_from(first, sigma, with_counts=with_counts)
+        pool = centre_pool(self.image_shape)
+        points = []
+        for c in range(self.num_classes):
+            x = pooled(self._images[self._by_class[c]], pool)
+            x, bad = zero_nonfinite_rows(x)
+            self.nonfinite_rows += int(bad.sum())
+            points.append(x)
+        dim = int(pooled(means[:1], pool).shape[1])
+        delta, weight = round_sensitivity(dim, with_counts=True)
+        points = [clip_rows(x, 0.5 * math.sqrt(dim)) for x in points]  # a no-op on images in [0, 1]
+        centres = [
+            split_centres(pooled(means[c : c + 1], pool)[0], clusters,
+                          self.streams.normal(0, c, clusters * dim, domain=CENTRES_DOMAIN))
+            for c in range(self.num_classes)
+        ]
+        count_std = noise_multiplier * delta / weight
+        for _ in range(rounds):
+            self.accesses.append(("prototypes", float(noise_multiplier), 1.0))
+            stream = self._next_prototype_stream()
+            for c in range(self.num_classes):
+                noise = self.streams.normal(stream, c, clusters * (dim + 1), domain=PROTOTYPES_DOMAIN)
+                noisy = cluster_sums(points[c], centres[c], weight=weight) + noise.view(clusters, dim + 1) * (
+                    noise_multiplier * delta)
+                centres[c] = centres_from_sums(noisy, centres[c], weight=weight, count_std=count_std)
+        return torch.stack([upsampled(c, self.image_shape, pool) for c in centres])
+
+    def _next_prototype_stream(self) -> int:
+        """Index of the next prototype-domain noise stream (never the same twice in one mechanism)."""
+        self._prototype_streams += 1
+        return self._prototype_streams - 1
+
+    def _noisy_prototype_sums(self, noise_multiplier: float, *, with_counts: bool) -> Tensor:
+        """The class sums of :meth:`prototype_sums` plus Gaussian noise from the next prototype stream."""
         sums, sensitivity = self.prototype_sums(with_counts=with_counts)
         dim = sums.shape[1] - 1
+        release = self._next_prototype_stream()
         for c in range(self.num_classes):
             sums[c] += self.streams.normal(release, c, dim + 1, domain=PROTOTYPES_DOMAIN) * noise_multiplier * sensitivity
         return sums

@@ -98,7 +98,7 @@ def run_mechanism(
         images, labels, num_classes=num_classes, clip_bounds=clips, classes=classes, noise_seed=noise_seed
     )
     plan = plan_private_run(config.privacy, gm, releases=config.resolved_releases, feature_dim=feature_dim,
-                            max_expected_per_class=config.batch_real)
+                            max_expected_per_class=config.batch_real, ipc=config.ipc)
     logger.info("DP: epsilon=%g delta=%g q=%.4f R=%d sigma=%.4f counts=%s", plan.target_epsilon, plan.delta,
                 plan.sample_rate, plan.releases, plan.noise_multiplier, plan.counts)
     if plan.top_up_noise_multiplier is not None:
@@ -158,14 +158,15 @@ def check_resumable(config: CondenseConfig, plan: PrivacyPlan) -> None:
 
 
 def new_accountant(plan: PrivacyPlan | None, mechanism: Mechanism | None) -> PrivacyAccountant | None:
-    """A private run's accountant with the one-off count and prototype releases composed; else ``None``."""
+    """A private run's accountant with the one-off count and prototype releases (every prototype round)
+    composed; else ``None``."""
     if mechanism is None or not mechanism.private:
         return None
     assert plan is not None  # set by make_mechanism
     accountant = PrivacyAccountant(plan.accountant, delta=plan.delta)
-    for sigma0 in (plan.count_noise_multiplier, plan.prototype_noise_multiplier):
-        if sigma0 is not None:
-            accountant.step(noise_multiplier=sigma0, sample_rate=1.0)
+    for sigma0, q, steps in plan.one_off_releases():
+        for _ in range(steps):
+            accountant.step(noise_multiplier=sigma0, sample_rate=q)
     return accountant
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SecretStreams", "COUNTS_DOMAIN", "RELEASE_DOMAIN", "PROTOTYPES_DOMAIN"]
+__all__ = ["SecretStreams", "COUNTS_DOMAIN", "RELEASE_DOMAIN", "PROTOTYPES_DOMAIN", "CENTRES_DOMAIN"]
 
 #: stream domain of the per-class count release (phase 0)
 COUNTS_DOMAIN = 0
@@ -40,6 +40,8 @@ COUNTS_DOMAIN = 0
 RELEASE_DOMAIN = 1
 #: stream domain of the class-prototype release (phase 0 with prototypes)
 PROTOTYPES_DOMAIN = 2
+#: stream domain of the random directions that split a class mean into sub-class centres
+CENTRES_DOMAIN = 3
 
 
 class SecretStreams:
