@@ -100,8 +100,9 @@ def main() -> None:
     lines = [f"# DP Fashion-MNIST with the statistics bank (IPC {args.ipc}, δ = 1e-5)", "",
              f"Machine: {machine}. Evaluation: {args.eval_models} ConvNet-3 × {args.eval_epochs} epochs, "
              "SGD lr 0.01, no augmentation, full test set. Command: `python benchmarks/dp_bank_fmnist.py "
-             + " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                      for k, v in vars(args).items() if k not in ("out",) and v != []) + "`", "",
+             + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else
+                                                       f" {' '.join(map(str, v)) if isinstance(v, list) else v}")
+                      for k, v in vars(args).items() if k not in ("out",) and v not in ([], None, False)) + "`", "",
              "| ε target | ε spent | prototype share | centres per class | σ | q | R | K | condensation s | accuracy % |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
