@@ -198,7 +198,11 @@ class StatisticsBank:
         shapes_ok = tensors["seeds"].shape == (n,) and all(
             tuple(tensors.get(f"stat.{k}", torch.empty(0)).shape) == (n, c, w) for k, w in enumerate(widths)
         )
-        if not shapes_ok or n < 1:
+        extras_ok = all(  # DP prototypes [C, *shape] and sub-class centres [C, K, *shape], when present
+            t.dim() == dims and t.shape[0] == c and bool(torch.isfinite(t).all())
+            for t, dims in ((tensors.get("prototypes"), 4), (tensors.get("centres"), 5)) if t is not None
+        )
+        if not shapes_ok or not extras_ok or n < 1:
             raise DataError(f"{path}: bank tensors do not match its manifest (corrupt file)")
         return cls.from_tensors(tensors, capacity=n, num_classes=c), meta
 

@@ -127,3 +127,25 @@ def test_bad_cluster_count_is_refused(bad) -> None:
 def test_cli_option_parses_numbers_and_auto() -> None:
     assert CondenseConfig.from_options(epsilon="8", prototype_clusters="5").privacy.prototype_clusters == 5
     assert CondenseConfig.from_options(epsilon="8", prototype_clusters="auto").privacy.prototype_clusters == "auto"
+
+
+def test_a_bank_with_malformed_centres_is_refused(fmnist_small, tmp_path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from securedc.bank import StatisticsBank
+    from securedc.errors import DataError
+
+    c = _condenser(fmnist_small, iterations=2, privacy=PrivacyConfig(epsilon=8.0, delta=1e-5, sample_rate=0.1,
+                                                                     prototype_share=0.1, prototype_clusters=3))
+    res = c.fit(c.make_mechanism(fmnist_small.train_images, fmnist_small.train_labels, noise_seed=6))
+    good = tmp_path / "bank.safetensors"
+    c.save_bank(good, res, dataset="fashion-mnist")
+    with safe_open(str(good), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    assert tensors["centres"].shape == (10, 3, 1, 28, 28)
+    for bad in (tensors["centres"][:, 0], tensors["centres"][:4], tensors["centres"] * float("nan")):
+        path = tmp_path / "bad.safetensors"
+        save_file({**tensors, "centres": bad.contiguous()}, str(path), metadata=meta)
+        with pytest.raises(DataError, match="corrupt"):
+            StatisticsBank.load(path)
