@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from securedc.kmeans import KMEANS_AUTO_MIN_PER_CENTRE
+
 __all__ = [
     "PROTOTYPE_ROUNDS",
     "SPLIT_RADIUS",
@@ -69,7 +71,7 @@ SPLIT_RADIUS = 0.5
 #: :func:`choose_clusters` splits a class only when every class has at least this many (released)
 #: members per centre — the same floor as the non-private ``auto`` k-means init
 #: (:data:`securedc.kmeans.KMEANS_AUTO_MIN_PER_CENTRE`).
-MIN_MEMBERS_PER_CENTRE = 50
+MIN_MEMBERS_PER_CENTRE = KMEANS_AUTO_MIN_PER_CENTRE
 #: :func:`choose_clusters` splits only when the noise std per pooled pixel of a centre of average
 #: size, ``σ_r·Δ / (N̂_min / K)``, is at most this (pixels in [0, 1]). Fashion-MNIST at ε = 8 with a 0.1
 #: share: 0.11; the simulation still improved on the class mean at 0.23 (σ_p = 10).
