@@ -6,8 +6,9 @@
 # targets; the independent protocol: 3 fresh ConvNet-3 (GroupNorm) × 300 epochs, SGD lr 0.01,
 # no augmentation, full Fashion-MNIST test set):
 #   1. DP Fashion-MNIST IPC 10 with the statistics bank, ε = 1 and 8 (δ = 1e-5), product
-#      defaults (prototype share 0.8, q from the calibration rule, uncapped: --batch-real 6000 =
-#      a whole class, compute is cheap on the GPU), R = 100, K = 2 000, and a random real subset
+#      defaults (prototype share 0.8 with its DP sub-class centres, q from the calibration rule,
+#      uncapped: --batch-real 6000 = a whole class, compute is cheap on the GPU), R = 100, K = 2 000,
+#      and a random real subset
 #      (dp_bank_fmnist_gpu.{json,md});
 #   2. the digits card command `securedc condense --epsilon 8 --adv-eps 8/255` end to end on
 #      CUDA (card_digits.log, its report.json).
