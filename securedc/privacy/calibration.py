@@ -598,7 +598,7 @@ def release_phase0_prototypes(
         ``(class means [C, *shape], counts [C] float64 (released, else public), centres
         [C, K, *shape] or None, L, K)``.
     """
-    from securedc.privacy.centres import PROTOTYPE_ROUNDS, centre_pool, choose_clusters
+    from securedc.privacy.centres import PROTOTYPE_ROUNDS, choose_clusters, pooled_dim
 
     rounds = 1 if clusters == 1 else PROTOTYPE_ROUNDS
     sigma = noise_multiplier * math.sqrt(rounds)
@@ -606,10 +606,8 @@ def release_phase0_prototypes(
     counts = released if released is not None else mechanism.class_counts.double()
     k = 1
     if rounds > 1:
-        pool = centre_pool(mechanism.image_shape)
-        dim = math.prod(mechanism.image_shape) // (pool * pool)
         k = int(clusters) if clusters != "auto" else choose_clusters(
-            ipc, min_count=float(counts.min()), noise_multiplier=sigma, dim=dim)
+            ipc, min_count=float(counts.min()), noise_multiplier=sigma, dim=pooled_dim(mechanism.image_shape))
     if k > 1:
         centres = mechanism.release_centres(noise_multiplier=sigma, clusters=k, rounds=rounds - 1)
         return prototypes, counts, centres, rounds, k

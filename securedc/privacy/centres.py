@@ -53,6 +53,7 @@ __all__ = [
     "MIN_MEMBERS_PER_CENTRE",
     "MAX_CENTRE_NOISE",
     "centre_pool",
+    "pooled_dim",
     "pooled",
     "round_sensitivity",
     "split_centres",
@@ -87,6 +88,17 @@ def centre_pool(image_shape: tuple[int, ...]) -> int:
     """
     h, w = int(image_shape[-2]), int(image_shape[-1])
     return 2 if h % 2 == 0 and w % 2 == 0 and min(h, w) >= 16 else 1
+
+
+def pooled_dim(image_shape: tuple[int, ...]) -> int:
+    """D', the length of an image's pooled vector at :func:`centre_pool`.
+
+    Example:
+        >>> pooled_dim((1, 28, 28)), pooled_dim((1, 8, 8))
+        (196, 64)
+    """
+    pool = centre_pool(image_shape)
+    return math.prod(image_shape) // (pool * pool)
 
 
 def pooled(images: Tensor, pool: int) -> Tensor:

@@ -40,6 +40,7 @@ from securedc.privacy.centres import (
     centres_from_sums,
     cluster_sums,
     pooled,
+    pooled_dim,
     round_sensitivity,
     split_centres,
     upsampled,
@@ -532,16 +533,13 @@ class GaussianMechanism(Mechanism):
             raise PrivacyError(f"sub-class prototypes need >= 2 clusters and >= 1 round (got {clusters}, {rounds})")
         first, sigma, with_counts = self._prototype_release
         means, _ = self._prototypes_from(first, sigma, with_counts=with_counts)
-        pool = centre_pool(self.image_shape)
+        pool, dim = centre_pool(self.image_shape), pooled_dim(self.image_shape)
+        delta, weight = round_sensitivity(dim, with_counts=True)
         points = []
         for c in range(self.num_classes):
-            x = pooled(self._images[self._by_class[c]], pool)
-            x, bad = zero_nonfinite_rows(x)
+            x, bad = zero_nonfinite_rows(pooled(self._images[self._by_class[c]], pool))
             self.nonfinite_rows += int(bad.sum())
-            points.append(x)
-        dim = int(pooled(means[:1], pool).shape[1])
-        delta, weight = round_sensitivity(dim, with_counts=True)
-        points = [clip_rows(x, 0.5 * math.sqrt(dim)) for x in points]  # a no-op on images in [0, 1]
+            points.append(clip_rows(x, 0.5 * math.sqrt(dim)))  # a no-op on images in [0, 1]
         centres = [
             split_centres(pooled(means[c : c + 1], pool)[0], clusters,
                           self.streams.normal(0, c, clusters * dim, domain=CENTRES_DOMAIN))
