@@ -62,6 +62,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+EXIT_BARRIER_TIMEOUT_S = 60.0
+"""How long a rank waits at interpreter exit for the others before destroying the group."""
+
 
 def launched_distributed() -> bool:
     """True when started by ``torchrun`` (or another launcher) with ``WORLD_SIZE > 1``.
@@ -248,8 +251,24 @@ def _broadcast_key(key: int, device: torch.device) -> int:
 
 
 def _destroy_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """At interpreter exit: wait for every rank, then tear the group down.
+
+    Without the barrier a rank that finishes first closes its gloo pairs while a
+    slower rank is still tearing its own down, and the slower rank's transport
+    thread aborts the process ("terminate called without an active exception").
+    A peer that already died must not hang the exit, so gloo waits at most
+    :data:`EXIT_BARRIER_TIMEOUT_S`.
+    """
+    if not dist.is_initialized():
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=EXIT_BARRIER_TIMEOUT_S))
+        else:
+            dist.barrier()
+    except RuntimeError as err:  # a peer failed or left: tear down anyway
+        logger.warning("exit barrier failed (%s); destroying the process group", err)
+    dist.destroy_process_group()
 
 
 def _fit_rank(
