@@ -345,6 +345,44 @@ def inspect(
 
 @app.command()
 @friendly_errors
+def extractor(
+    out: Annotated[Path, typer.Argument(help="weights file to write (.safetensors)")],
+    dataset: Annotated[str, typer.Option(help="the data you declare PUBLIC (same sources as condense)")] = "digits",
+    data_root: Annotated[Optional[Path], typer.Option()] = None,
+    adv_eps: Annotated[str, typer.Option(help="L-inf radius of adversarial training, e.g. 8/255")] = "8/255",
+    images: Annotated[int, typer.Option(help="training images used (a seeded subset; 0 = all)")] = 10_000,
+    epochs: Annotated[int, typer.Option(help="adversarial-training epochs")] = 3,
+    model: Annotated[str, typer.Option(help="architecture (the condensation run's --model)")] = "convnet",
+    seed: Annotated[int, typer.Option()] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Adversarially train a robust extractor / teacher on data you declare PUBLIC, for --robust-extractor.
+
+    Nothing here is privacy-accounted: never give it the private data of a DP release. For a
+    non-private release the training data itself may be used. The file records the dataset and
+    the network's clean and PGD-20 accuracy on its test split.
+    """
+    from securedc.api import as_bundle
+    from securedc.config import parse_number
+    from securedc.io import ensure_writable_dir
+    from securedc.public_extractor import check_extractor_options, fit_public_extractor
+
+    _setup_logging(verbose)
+    eps = parse_number(adv_eps, name="--adv-eps")
+    check_extractor_options(eps=eps, images=images, epochs=epochs)
+    ensure_writable_dir(out.parent if str(out.parent) else Path("."))
+    bundle = as_bundle(dataset, root=str(data_root) if data_root else None)
+    with console.status(f"adversarially training {model} on {bundle.name} (eps {adv_eps}, {epochs} epochs)"):
+        fitted = fit_public_extractor(bundle, eps=eps, images=images, epochs=epochs, seed=seed, model=model)
+    fitted.save(out)
+    d = fitted.description
+    console.print(f"{out}: {d['train_images']} images of {bundle.name} (declared public), {d['training_seconds']:.0f} s; "
+                  f"clean {100 * d['clean_acc']:.1f} %, PGD-20 @ {adv_eps} {100 * d['pgd20_acc']:.1f} % "
+                  f"on {d['test_images']} test images")
+
+
+@app.command()
+@friendly_errors
 def datasets() -> None:
     """List the dataset sources."""
     from securedc.data import list_datasets

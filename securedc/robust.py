@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from securedc.errors import ConfigError, DataError
+from securedc.io import atomic_path
 
 __all__ = [
     "PGDRecipe",
@@ -201,9 +202,17 @@ def soft_labels_from(model: nn.Module, images: Tensor, *, temperature: float = 1
     return F.softmax(logits.float() / temperature, dim=1).cpu()
 
 
-def save_extractor(path: str | os.PathLike[str], model: nn.Module) -> None:
-    """Write ``model``'s state dict as safetensors (tensors only; loading runs no code)."""
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
+def save_extractor(path: str | os.PathLike[str], model: nn.Module, *, metadata: dict[str, str] | None = None) -> None:
+    """Write ``model``'s state dict as safetensors (tensors only; loading runs no code), atomically.
+
+    Args:
+        path: the weights file.
+        model: the network.
+        metadata: string header entries (e.g. what the network was trained on).
+    """
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata=metadata)
 
 
 def load_extractor(path: str | os.PathLike[str], model: nn.Module) -> nn.Module:

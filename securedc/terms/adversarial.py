@@ -381,6 +381,14 @@ class AdversarialTerm(Term):
             syn_x = syn_x + delta
         return self.discrepancy.loss(real_stat, ctx.embed(self._embedder(ctx), syn_x), syn_y)
 
+    def _extractor_description(self) -> dict[str, Any]:
+        """What the loaded extractor file says it was trained on (``securedc extractor``), and its name."""
+        from pathlib import Path
+
+        from securedc.public_extractor import extractor_metadata
+
+        return {"name": Path(str(self.extractor_path)).name, **extractor_metadata(str(self.extractor_path))}
+
     def describe(self) -> dict[str, Any]:
         out = {
             **super().describe(),
@@ -394,6 +402,7 @@ class AdversarialTerm(Term):
             out.update({
                 "extractor": "public file (declared public by the user)" if self.extractor_path else
                              "adversarially trained on the synthetic set only (post-processing)",
+                **({"extractor_file": self._extractor_description()} if self.extractor_path else {}),
                 "extractor_training": self._recipe().describe(),
                 "retrain_every": self.retrain_every,
                 "extractor_epochs": self.extractor_epochs,

@@ -1,0 +1,151 @@
+"""A robust extractor / teacher trained on data the user declares public (``securedc extractor``).
+
+The robust-feature term and the soft labels (``--adv-eps``, ``--soft-labels``) need a robust
+network. In DP mode it may never see the private data: by default it is adversarially trained on
+the synthetic set only (post-processing), which on a tiny S is a weak teacher. This module trains
+a stronger one on a dataset the user declares PUBLIC — e.g. a public benchmark of the same
+domain, or, for a non-private release, the training data itself — and writes it as safetensors
+weights for ``securedc condense --robust-extractor FILE``. The file's metadata records what it
+was trained on and its measured clean and PGD-20 accuracy, so a reader can check both claims.
+
+Robustness transfers to models trained on a condensed set through the soft labels of a robust
+teacher (Goldblum et al., ARD) far more than through matching its features: on Fashion-MNIST
+IPC 10, soft labels of such a teacher raised the PGD-20 accuracy of standard-trained models by
+about 7 points while feature matching alone gave none (docs/audits.md).
+
+References:
+    Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
+    Wong, Rice & Kolter, "Fast is better than free: Revisiting adversarial training", ICLR 2020.
+    Goldblum et al., "Adversarially Robust Distillation", AAAI 2020, arXiv:1905.09747.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from securedc.data import DatasetBundle
+from securedc.errors import ConfigError, DataError
+from securedc.models.registry import seeded_model
+from securedc.robust import PGDRecipe, save_extractor, train_robust_extractor
+
+__all__ = ["PublicExtractor", "check_extractor_options", "fit_public_extractor", "extractor_metadata"]
+
+#: metadata key of the JSON description written into the weights file
+METADATA_KEY = "securedc_extractor"
+
+
+@dataclass(frozen=True)
+class PublicExtractor:
+    """A robust network trained on declared-public data, with what it was trained on and how robust it is.
+
+    Attributes:
+        model: the trained network (frozen, eval mode).
+        description: dataset name, images, epochs, seed, recipe, eps, model and the measured
+            ``clean_acc`` / ``pgd20_acc`` on the dataset's test split (``test_images`` of them).
+    """
+
+    model: nn.Module
+    description: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the weights (safetensors, atomic) with :attr:`description` in the file's metadata."""
+        save_extractor(path, self.model, metadata={METADATA_KEY: json.dumps(self.description, sort_keys=True)})
+
+
+def check_extractor_options(*, eps: float, images: int, epochs: int) -> None:
+    """Raise :class:`ConfigError` for an ``eps`` outside (0, 1], ``epochs`` < 1 or ``images`` < 0."""
+    if not (0 < eps <= 1):
+        raise ConfigError(f"extractor eps must be in (0, 1] (got {eps}); e.g. 8/255")
+    if epochs < 1 or images < 0:
+        raise ConfigError(f"extractor epochs must be >= 1 and images >= 0 (got {epochs}, {images})")
+
+
+def fit_public_extractor(
+    bundle: DatasetBundle,
+    *,
+    eps: float,
+    images: int = 10_000,
+    epochs: int = 3,
+    seed: int = 0,
+    model: str = "convnet",
+    test_images: int = 500,
+    batch_size: int = 128,
+) -> PublicExtractor:
+    """Adversarially train ``model`` on (a seeded subset of) ``bundle``'s training split, then measure it.
+
+    The caller declares ``bundle`` public: nothing here is accounted for. Training is fast
+    adversarial training (FGSM from a random start, step 1.25 eps; Wong et al. 2020), the recipe
+    of the robustness audit; robustness is then measured with PGD-20 (2 restarts) on a seeded
+    subsample of the test split.
+
+    Args:
+        bundle: the public dataset.
+        eps: L∞ radius in [0, 1] pixel units (e.g. 8/255).
+        images: training images used (a seeded subset; ``0`` or more than the split = all).
+        epochs: training epochs.
+        seed: seeds the subset, the network's init and the batch order.
+        model: registered architecture (the condensation run's ``model``).
+        test_images: test images attacked for the recorded accuracy.
+        batch_size: training batch size.
+
+    Returns:
+        The trained :class:`PublicExtractor`.
+
+    Raises:
+        ConfigError: ``eps`` outside (0, 1], ``epochs`` < 1 or ``images`` < 0.
+    """
+    check_extractor_options(eps=eps, images=images, epochs=epochs)
+    from securedc.audits.robustness import AttackSettings, attack_subsample, audit_model
+
+    n = bundle.train_images.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n, generator=gen)[: images or n]
+    net = seeded_model(model, seed=seed, in_channels=bundle.image_shape[0], num_classes=bundle.num_classes,
+                       image_size=bundle.image_shape[1:], mean=bundle.mean, std=bundle.std)
+    recipe = PGDRecipe.fast(eps)
+    t0 = time.perf_counter()
+    train_robust_extractor(net, bundle.train_images[idx], bundle.train_labels[idx], recipe=recipe, epochs=epochs,
+                           seed=seed, batch_size=batch_size)
+    seconds = time.perf_counter() - t0
+    tx, ty = attack_subsample(bundle.test_images, bundle.test_labels, test_images, seed)
+    head = audit_model(net, tx, ty, eps=eps, num_classes=bundle.num_classes, seed=seed,
+                       settings=AttackSettings.quick(), sanity=False)
+    description = {
+        "declared_public": bundle.name, "source": bundle.source, "train_images": int(idx.numel()),
+        "epochs": epochs, "seed": seed, "model": model, "eps": eps, "recipe": recipe.describe(),
+        "training_seconds": round(seconds, 1), "test_images": int(tx.shape[0]),
+        "clean_acc": float(head.metrics["clean_acc"]), "pgd20_acc": float(head.metrics["pgd20_acc"]),
+    }
+    return PublicExtractor(model=net, description=description)
+
+
+def extractor_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The description :meth:`PublicExtractor.save` wrote into ``path`` (``{}`` for weights without one).
+
+    Raises:
+        DataError: unreadable file or a malformed description.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except FileNotFoundError:
+        raise DataError(f"--robust-extractor {str(path)!r} not found") from None
+    except Exception as err:  # safetensors raises its own error types for a corrupt header
+        raise DataError(f"--robust-extractor {str(path)!r} is not a safetensors weights file: {err}") from None
+    if METADATA_KEY not in meta:
+        return {}
+    try:
+        out = json.loads(meta[METADATA_KEY])
+    except json.JSONDecodeError as err:
+        raise DataError(f"--robust-extractor {str(path)!r}: malformed {METADATA_KEY} metadata ({err})") from None
+    if not isinstance(out, dict):
+        raise DataError(f"--robust-extractor {str(path)!r}: malformed {METADATA_KEY} metadata (not an object)")
+    return out

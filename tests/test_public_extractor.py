@@ -1,0 +1,129 @@
+"""securedc.public_extractor and `securedc extractor`: a robust teacher trained on declared-public data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from securedc.audits.robustness import AttackSettings, audit_model
+from securedc.config import AdversarialConfig, CondenseConfig
+from securedc.errors import ConfigError, DataError
+from securedc.models.registry import seeded_model
+from securedc.public_extractor import METADATA_KEY, extractor_metadata, fit_public_extractor
+from securedc.robust import load_extractor, save_extractor
+from securedc.terms.adversarial import AdversarialTerm
+
+
+def _net(digits, seed: int = 1):
+    return seeded_model("convnet", seed=seed, in_channels=1, num_classes=10, image_size=(8, 8),
+                        mean=digits.mean, std=digits.std)
+
+
+def test_cli_writes_weights_with_their_description(tmp_path, digits):
+    """Real subprocess run on digits: rc 0, a safetensors file that loads into the run's architecture
+    and records what it was trained on and its measured robustness, which re-measuring reproduces."""
+    out = tmp_path / "ext.safetensors"
+    proc = subprocess.run([sys.executable, "-m", "securedc", "extractor", str(out), "--dataset", "digits",
+                           "--adv-eps", "8/255", "--images", "1000", "--epochs", "6", "--seed", "3"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "declared public" in proc.stderr and "PGD-20" in proc.stderr
+    meta = extractor_metadata(out)
+    assert meta["declared_public"] == "digits" and meta["train_images"] == 1000 and meta["epochs"] == 6
+    assert meta["recipe"]["name"] == "fgsm-rs" and meta["eps"] == pytest.approx(8 / 255)
+    assert 0.5 < meta["clean_acc"] <= 1 and 0 <= meta["pgd20_acc"] <= meta["clean_acc"]
+    net = load_extractor(out, _net(digits))
+    head = audit_model(net, digits.test_images, digits.test_labels, eps=8 / 255, num_classes=10, seed=3,
+                       settings=AttackSettings.quick(), sanity=False)
+    assert head.metrics["clean_acc"] == pytest.approx(meta["clean_acc"], abs=1e-6)
+    assert head.metrics["pgd20_acc"] == pytest.approx(meta["pgd20_acc"], abs=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext.safetensors"]  # no temporary left behind
+
+
+def test_adversarial_training_makes_it_more_robust_than_standard_training(digits):
+    """The recorded PGD-20 accuracy is that of an adversarially trained network: above the same
+    network trained for the same epochs without attacks (digits, eps 0.1)."""
+    from securedc.terms.adversarial import train_on_synthetic
+
+    fitted = fit_public_extractor(digits, eps=0.1, images=0, epochs=5, seed=0)
+    plain = train_on_synthetic(_net(digits, 0), digits.train_images, digits.train_labels, epochs=5, seed=0)
+    head = audit_model(plain, digits.test_images, digits.test_labels, eps=0.1, num_classes=10, seed=0,
+                       settings=AttackSettings.quick(), sanity=False)
+    assert fitted.description["train_images"] == digits.train_images.shape[0]
+    assert fitted.description["pgd20_acc"] > head.metrics["pgd20_acc"] + 0.1, (fitted.description, head.metrics)
+
+
+def test_run_manifest_names_the_extractor_file(tmp_path, digits):
+    """A run with --robust-extractor records the file's own description (what it was trained on)."""
+    fitted = fit_public_extractor(digits, eps=0.1, images=300, epochs=1, seed=0, test_images=100)
+    path = tmp_path / "ext.safetensors"
+    fitted.save(path)
+    config = CondenseConfig(adversarial=AdversarialConfig(eps=0.1, robust_extractor=str(path)))
+    described = AdversarialTerm.from_config(config).describe()
+    assert described["extractor"].startswith("public file")
+    assert described["extractor_file"]["name"] == "ext.safetensors"
+    assert described["extractor_file"]["declared_public"] == "digits"
+    json.dumps(described)  # JSON-safe for the manifest
+
+
+def test_weights_without_description_and_corrupt_files(tmp_path, digits):
+    plain = tmp_path / "plain.safetensors"
+    save_extractor(plain, _net(digits))
+    assert extractor_metadata(plain) == {}
+    with safe_open(str(plain), framework="pt") as handle:
+        assert METADATA_KEY not in (handle.metadata() or {})
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 16)
+    with pytest.raises(DataError, match="not a safetensors"):
+        extractor_metadata(broken)
+    with pytest.raises(DataError, match="not found"):
+        extractor_metadata(tmp_path / "missing.safetensors")
+    bad_meta = tmp_path / "bad_meta.safetensors"
+    save_extractor(bad_meta, _net(digits), metadata={METADATA_KEY: "{not json"})
+    with pytest.raises(DataError, match="malformed"):
+        extractor_metadata(bad_meta)
+
+
+def test_save_is_atomic(tmp_path, digits, monkeypatch):
+    """A failed write leaves the previous weights intact and no temporary file."""
+    path = tmp_path / "ext.safetensors"
+    save_extractor(path, _net(digits, 1))
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("securedc.robust.save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_extractor(path, _net(digits, 2))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext.safetensors"]
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--epochs", "0"], "epochs"),
+    (["--images", "-1"], "images"),
+    (["--adv-eps", "2"], "eps"),
+    (["--adv-eps", "abc"], "adv-eps"),
+    (["--dataset", "no-such-data"], "no-such-data"),
+])
+def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, cli, args, match):
+    out = tmp_path / "sub" / "ext.safetensors"
+    result = cli("extractor", out, *args)
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and match in lines[0], lines
+    assert not out.exists()
+
+
+def test_options_are_checked_before_any_work(digits):
+    with pytest.raises(ConfigError, match="eps"):
+        fit_public_extractor(digits, eps=0.0)
+    with pytest.raises(ConfigError, match="epochs"):
+        fit_public_extractor(digits, eps=0.1, epochs=0)
+    assert torch.get_num_threads() >= 1
