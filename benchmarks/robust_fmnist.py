@@ -55,11 +55,14 @@ def _config(variant: str, args: argparse.Namespace, seed: int) -> CondenseConfig
     if variant == "term":
         options["adv_eps"] = args.eps
         options["soft_labels"] = "term+soft" in args.variants
+    if variant == "teacher":  # DM plus soft labels of a robust teacher (non-private: trained on the real data)
+        options.update(adv_eps=args.eps, adv_weight=0.0, soft_labels=True)
     return CondenseConfig.from_options(**options)
 
 
 def _evaluate(sets: dict[str, tuple], bundle, *, eps: float, eval_config: EvalConfig, seed: int,
-              test: int) -> dict[str, dict[str, float]]:
+              test: int, protocols: tuple[str, ...] = ("standard", "adversarial"),
+              aa_test: int = 0) -> dict[str, dict[str, float]]:
     """Every model of one seed trained side by side (standard protocol and fast AT), then attacked on
     the same seeded test subsample: PGD-20 with 2 restarts (keyed starts: side by side too) and the
     quick AutoAttack (its parts draw from the global RNG: one model at a time, under ``fork_rng``)."""
@@ -67,7 +70,7 @@ def _evaluate(sets: dict[str, tuple], bundle, *, eps: float, eval_config: EvalCo
     recipe, settings = PGDRecipe.fast(eps), AttackSettings.quick()
     jobs, slots = [], []
     for name, (images, labels, soft, _) in sets.items():
-        for protocol in ("standard", "adversarial"):
+        for protocol in protocols:
             for k in range(eval_config.models if protocol == "standard" else 1):
                 jobs.append(functools.partial(
                     train_model, images, labels, num_classes=bundle.num_classes, mean=bundle.mean, std=bundle.std,
@@ -78,7 +81,8 @@ def _evaluate(sets: dict[str, tuple], bundle, *, eps: float, eval_config: EvalCo
     with torch.random.fork_rng():
         heads = run_concurrently([functools.partial(audit_model, m, tx, ty, eps=eps, num_classes=bundle.num_classes,
                                                     seed=seed, settings=settings, sanity=False) for m in models])
-        auto = [autoattack_accuracy(m, tx, ty, eps=eps, num_classes=bundle.num_classes, settings=settings,
+        ax, ay = (tx[:aa_test], ty[:aa_test]) if aa_test else (tx, ty)
+        auto = [autoattack_accuracy(m, ax, ay, eps=eps, num_classes=bundle.num_classes, settings=settings,
                                     seed=seed)[0] for m in models]
     out: dict[str, dict[str, list[float]]] = {}
     for (name, protocol), head, aa in zip(slots, heads, auto):
@@ -105,13 +109,17 @@ def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, cpu",
         "ipc": args.ipc, "iterations": args.iterations, "batch_real": args.batch_real or "product default",
         "condense": "product defaults (mean-embedding, statistics bank, DSA) at the given epsilon; variants add "
-                    f"--adv-eps {args.eps} (robust-feature matching, extractor adversarially trained on S) and "
-                    "--soft-labels",
+                    f"--adv-eps {args.eps} (term: robust-feature matching, extractor adversarially trained on S; "
+                    "term+soft: the same S with that extractor's soft labels; teacher: plain DM, --adv-weight 0 "
+                    "--soft-labels, soft labels of a teacher adversarially trained (fast AT) on 10 000 real training "
+                    "images, which a non-private run may use); condensation seconds include the teacher's training",
+        "protocols": list(args.protocols),
         "standard_protocol": f"{args.eval_models} ConvNet-3 per set and seed x {args.eval_epochs} epochs, SGD lr 0.01, "
                              f"augmentation {args.eval_dsa}",
         "adversarial_protocol": "1 ConvNet-3 per set and seed, fast adversarial training (FGSM-RS, step 1.25 eps)",
         "attacks": f"pixel-space Linf eps {args.eps}: PGD-20 (2 restarts) and quick AutoAttack (APGD-CE, APGD-T, "
-                   "FAB-T, Square at reduced budgets: upper bounds)",
+                   "FAB-T, Square at reduced budgets: upper bounds)"
+                   + (f" on the first {args.aa_test} of the attacked images" if args.aa_test else ""),
         "seeds": measured,
     }
     out = {"protocol": protocol, "per_seed": rows, "summary": summary, "total_seconds": elapsed}
@@ -132,7 +140,8 @@ def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float
         f"Machine: {protocol['machine']}. Mean ± sd over seeds {measured} (of {args.seeds} asked). Command: "
         f"`python benchmarks/robust_fmnist.py --dataset {args.dataset} --epsilon {args.epsilon} --seeds {' '.join(map(str, args.seeds))} --variants {' '.join(args.variants)} "
         f"--iterations {args.iterations} --batch-real {args.batch_real} --eps {args.eps} --eval-epochs {args.eval_epochs} "
-        f"--eval-dsa {args.eval_dsa} --test {args.test}`",
+        f"--eval-dsa {args.eval_dsa} --test {args.test} --aa-test {args.aa_test} --protocols {' '.join(args.protocols)} "
+        f"--out {args.out}`",
         "",
         "| set | condensation s | clean | PGD-20 | AutoAttack | AT: clean | AT: PGD-20 | AT: AutoAttack |",
         "|---|---|---|---|---|---|---|---|",
@@ -149,8 +158,11 @@ def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--variants", nargs="+", default=["dm", "term", "term+soft"],
-                    choices=["dm", "term", "term+soft"])
+    ap.add_argument("--variants", nargs="+", default=["dm", "teacher", "term", "term+soft"],
+                    choices=["dm", "teacher", "term", "term+soft"])
+    ap.add_argument("--protocols", nargs="+", default=["standard", "adversarial"], choices=["standard", "adversarial"],
+                    help="training protocols of the models attacked")
+    ap.add_argument("--aa-test", type=int, default=0, help="of the --test images, how many AutoAttack attacks (0 = all)")
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--epsilon", default="inf", help="DP target of both condensations (inf = not private)")
     ap.add_argument("--ipc", type=int, default=10)
@@ -171,23 +183,27 @@ def main() -> None:
     rows: dict[str, list[dict]] = {v: [] for v in [*args.variants, "random subset"]}
     for seed in args.seeds:
         sets: dict[str, tuple] = {}
-        for variant in [v for v in ("dm", "term") if v in args.variants or (v == "term" and "term+soft" in args.variants)]:
+        for variant in [v for v in ("dm", "term", "teacher")
+                        if v in args.variants or (v == "term" and "term+soft" in args.variants)]:
             t0 = time.perf_counter()
             cond = run_condensation(_config(variant, args, seed), bundle)
             seconds = time.perf_counter() - t0
             print(f"seed {seed} {variant}: condensed in {seconds:.0f} s", flush=True)
-            if variant in args.variants:
+            if variant == "teacher":
+                sets[variant] = (cond.images, cond.labels, cond.soft_labels, seconds)
+            elif variant in args.variants:
                 sets[variant] = (cond.images, cond.labels, None, seconds)
-            if cond.soft_labels is not None:  # the same S, trained with the robust teacher's soft labels
+            if variant == "term" and cond.soft_labels is not None:  # the same S, with the robust teacher's soft labels
                 sets["term+soft"] = (cond.images, cond.labels, cond.soft_labels, seconds)
         x, y = random_subset(bundle.train_images, bundle.train_labels, args.ipc, seed=seed)
         sets["random subset"] = (x, y, None, 0.0)
         t0 = time.perf_counter()
-        scores = _evaluate(sets, bundle, eps=eps, eval_config=eval_config, seed=seed, test=args.test)
+        scores = _evaluate(sets, bundle, eps=eps, eval_config=eval_config, seed=seed, test=args.test,
+                           protocols=tuple(args.protocols), aa_test=args.aa_test)
         for name, (_, _, _, seconds) in sets.items():
             row = dict(scores[name], seed=seed, condensation_seconds=seconds)
             rows[name].append(row)
-            print(f"seed {seed} {name}: " + ", ".join(f"{k} {100 * row[k]:.1f}" for k in METRICS), flush=True)
+            print(f"seed {seed} {name}: " + ", ".join(f"{k} {100 * row[k]:.1f}" for k in METRICS if k in row), flush=True)
         print(f"seed {seed}: evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
         md = _write(rows, args, time.perf_counter() - t_all)  # after every seed: a long run leaves results
     print(md)

@@ -351,8 +351,9 @@ def extractor(
     data_root: Annotated[Optional[Path], typer.Option()] = None,
     adv_eps: Annotated[str, typer.Option(help="L-inf radius of adversarial training, e.g. 8/255")] = "8/255",
     images: Annotated[int, typer.Option(help="training images used (a seeded subset; 0 = all)")] = 10_000,
-    epochs: Annotated[int, typer.Option(help="adversarial-training epochs")] = 3,
+    epochs: Annotated[int, typer.Option(help="adversarial-training epochs (0 = about 240 optimisation steps, at least 3)")] = 0,
     model: Annotated[str, typer.Option(help="architecture (the condensation run's --model)")] = "convnet",
+    test_images: Annotated[int, typer.Option(help="test images attacked (PGD-20) for the recorded accuracy")] = 500,
     seed: Annotated[int, typer.Option()] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -369,11 +370,12 @@ def extractor(
 
     _setup_logging(verbose)
     eps = parse_number(adv_eps, name="--adv-eps")
-    check_extractor_options(eps=eps, images=images, epochs=epochs)
+    check_extractor_options(eps=eps, images=images, epochs=epochs, test_images=test_images)
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     bundle = as_bundle(dataset, root=str(data_root) if data_root else None)
     with console.status(f"adversarially training {model} on {bundle.name} (eps {adv_eps}, {epochs} epochs)"):
-        fitted = fit_public_extractor(bundle, eps=eps, images=images, epochs=epochs, seed=seed, model=model)
+        fitted = fit_public_extractor(bundle, eps=eps, images=images, epochs=epochs, seed=seed, model=model,
+                                      test_images=test_images)
     fitted.save(out)
     d = fitted.description
     console.print(f"{out}: {d['train_images']} images of {bundle.name} (declared public), {d['training_seconds']:.0f} s; "

@@ -22,6 +22,7 @@ References:
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,10 +37,13 @@ from securedc.errors import ConfigError, DataError
 from securedc.models.registry import seeded_model
 from securedc.robust import PGDRecipe, save_extractor, train_robust_extractor
 
-__all__ = ["PublicExtractor", "check_extractor_options", "fit_public_extractor", "extractor_metadata"]
+__all__ = ["PublicExtractor", "auto_epochs", "check_extractor_options", "fit_public_extractor", "extractor_metadata"]
 
 #: metadata key of the JSON description written into the weights file
 METADATA_KEY = "securedc_extractor"
+
+#: optimisation steps the automatic epoch count aims at (FMNIST, 10 000 images, batch 128: 3 epochs)
+AUTO_STEPS = 240
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,25 @@ class PublicExtractor:
         save_extractor(path, self.model, metadata={METADATA_KEY: json.dumps(self.description, sort_keys=True)})
 
 
-def check_extractor_options(*, eps: float, images: int, epochs: int) -> None:
-    """Raise :class:`ConfigError` for an ``eps`` outside (0, 1], ``epochs`` < 1 or ``images`` < 0."""
+def check_extractor_options(*, eps: float, images: int, epochs: int, test_images: int = 1) -> None:
+    """Raise :class:`ConfigError` for an ``eps`` outside (0, 1], ``epochs`` or ``images`` < 0, or ``test_images`` < 1."""
     if not (0 < eps <= 1):
         raise ConfigError(f"extractor eps must be in (0, 1] (got {eps}); e.g. 8/255")
-    if epochs < 1 or images < 0:
-        raise ConfigError(f"extractor epochs must be >= 1 and images >= 0 (got {epochs}, {images})")
+    if epochs < 0 or images < 0:
+        raise ConfigError(f"extractor epochs and images must be >= 0 (got {epochs}, {images})")
+    if test_images < 1:
+        raise ConfigError(f"extractor test images must be >= 1 (got {test_images})")
+
+
+def auto_epochs(images: int, batch_size: int) -> int:
+    """Epochs for about :data:`AUTO_STEPS` optimisation steps, at least 3 (digits' 1 347 images: 22).
+
+    Example:
+        >>> auto_epochs(10_000, 128), auto_epochs(1347, 128), auto_epochs(60_000, 128)
+        (3, 22, 3)
+    """
+    batches = max(1, math.ceil(images / batch_size))
+    return max(3, math.ceil(AUTO_STEPS / batches))
 
 
 def fit_public_extractor(
@@ -73,7 +90,7 @@ def fit_public_extractor(
     *,
     eps: float,
     images: int = 10_000,
-    epochs: int = 3,
+    epochs: int = 0,
     seed: int = 0,
     model: str = "convnet",
     test_images: int = 500,
@@ -90,7 +107,7 @@ def fit_public_extractor(
         bundle: the public dataset.
         eps: L∞ radius in [0, 1] pixel units (e.g. 8/255).
         images: training images used (a seeded subset; ``0`` or more than the split = all).
-        epochs: training epochs.
+        epochs: training epochs; ``0`` = :func:`auto_epochs`.
         seed: seeds the subset, the network's init and the batch order.
         model: registered architecture (the condensation run's ``model``).
         test_images: test images attacked for the recorded accuracy.
@@ -100,14 +117,15 @@ def fit_public_extractor(
         The trained :class:`PublicExtractor`.
 
     Raises:
-        ConfigError: ``eps`` outside (0, 1], ``epochs`` < 1 or ``images`` < 0.
+        ConfigError: ``eps`` outside (0, 1], ``epochs`` or ``images`` < 0.
     """
-    check_extractor_options(eps=eps, images=images, epochs=epochs)
+    check_extractor_options(eps=eps, images=images, epochs=epochs, test_images=test_images)
     from securedc.audits.robustness import AttackSettings, attack_subsample, audit_model
 
     n = bundle.train_images.shape[0]
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(n, generator=gen)[: images or n]
+    epochs = epochs or auto_epochs(int(idx.numel()), batch_size)
     net = seeded_model(model, seed=seed, in_channels=bundle.image_shape[0], num_classes=bundle.num_classes,
                        image_size=bundle.image_shape[1:], mean=bundle.mean, std=bundle.std)
     recipe = PGDRecipe.fast(eps)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from securedc.audits.robustness import AttackSettings, audit_model
-from securedc.config import AdversarialConfig, CondenseConfig
+from securedc.audits.robustness import AttackSettings, attack_subsample, audit_model
+from securedc.config import AdversarialConfig, CondenseConfig, PrivacyConfig
 from securedc.errors import ConfigError, DataError
 from securedc.models.registry import seeded_model
 from securedc.public_extractor import METADATA_KEY, extractor_metadata, fit_public_extractor
@@ -29,16 +29,18 @@ def test_cli_writes_weights_with_their_description(tmp_path, digits):
     and records what it was trained on and its measured robustness, which re-measuring reproduces."""
     out = tmp_path / "ext.safetensors"
     proc = subprocess.run([sys.executable, "-m", "securedc", "extractor", str(out), "--dataset", "digits",
-                           "--adv-eps", "8/255", "--images", "1000", "--epochs", "6", "--seed", "3"],
+                           "--adv-eps", "8/255", "--images", "700", "--epochs", "4", "--seed", "3",
+                           "--test-images", "120"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "declared public" in proc.stderr and "PGD-20" in proc.stderr
     meta = extractor_metadata(out)
-    assert meta["declared_public"] == "digits" and meta["train_images"] == 1000 and meta["epochs"] == 6
+    assert meta["declared_public"] == "digits" and meta["train_images"] == 700 and meta["epochs"] == 4
     assert meta["recipe"]["name"] == "fgsm-rs" and meta["eps"] == pytest.approx(8 / 255)
-    assert 0.5 < meta["clean_acc"] <= 1 and 0 <= meta["pgd20_acc"] <= meta["clean_acc"]
+    assert meta["test_images"] == 120 and 0.2 < meta["clean_acc"] <= 1 and 0 <= meta["pgd20_acc"] <= meta["clean_acc"]
     net = load_extractor(out, _net(digits))
-    head = audit_model(net, digits.test_images, digits.test_labels, eps=8 / 255, num_classes=10, seed=3,
+    tx, ty = attack_subsample(digits.test_images, digits.test_labels, 120, 3)
+    head = audit_model(net, tx, ty, eps=8 / 255, num_classes=10, seed=3,
                        settings=AttackSettings.quick(), sanity=False)
     assert head.metrics["clean_acc"] == pytest.approx(meta["clean_acc"], abs=1e-6)
     assert head.metrics["pgd20_acc"] == pytest.approx(meta["pgd20_acc"], abs=1e-6)
@@ -50,11 +52,13 @@ def test_adversarial_training_makes_it_more_robust_than_standard_training(digits
     network trained for the same epochs without attacks (digits, eps 0.1)."""
     from securedc.terms.adversarial import train_on_synthetic
 
-    fitted = fit_public_extractor(digits, eps=0.1, images=0, epochs=5, seed=0)
-    plain = train_on_synthetic(_net(digits, 0), digits.train_images, digits.train_labels, epochs=5, seed=0)
-    head = audit_model(plain, digits.test_images, digits.test_labels, eps=0.1, num_classes=10, seed=0,
+    fitted = fit_public_extractor(digits, eps=0.1, images=700, epochs=6, seed=0, test_images=150)
+    x, y = digits.train_images[:700], digits.train_labels[:700]
+    plain = train_on_synthetic(_net(digits, 0), x, y, epochs=6, seed=0)
+    tx, ty = attack_subsample(digits.test_images, digits.test_labels, 150, 0)
+    head = audit_model(plain, tx, ty, eps=0.1, num_classes=10, seed=0,
                        settings=AttackSettings.quick(), sanity=False)
-    assert fitted.description["train_images"] == digits.train_images.shape[0]
+    assert fitted.description["train_images"] == 700
     assert fitted.description["pgd20_acc"] > head.metrics["pgd20_acc"] + 0.1, (fitted.description, head.metrics)
 
 
@@ -106,7 +110,7 @@ def test_save_is_atomic(tmp_path, digits, monkeypatch):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--epochs", "0"], "epochs"),
+    (["--epochs", "-1"], "epochs"),
     (["--images", "-1"], "images"),
     (["--adv-eps", "2"], "eps"),
     (["--adv-eps", "abc"], "adv-eps"),
@@ -125,5 +129,56 @@ def test_options_are_checked_before_any_work(digits):
     with pytest.raises(ConfigError, match="eps"):
         fit_public_extractor(digits, eps=0.0)
     with pytest.raises(ConfigError, match="epochs"):
-        fit_public_extractor(digits, eps=0.1, epochs=0)
+        fit_public_extractor(digits, eps=0.1, epochs=-1)
     assert torch.get_num_threads() >= 1
+
+
+def test_non_private_soft_labels_come_from_a_teacher_trained_on_the_real_data(digits, monkeypatch):
+    """Non-private --soft-labels: the teacher is adversarially trained on the condensed (real) training
+    data; the manifest says how, the owner record also keeps its accuracy on real test data."""
+    from securedc import public_extractor
+    from securedc.condensation import run_condensation
+
+    seen = []
+    real_fit = public_extractor.fit_public_extractor
+
+    def spy(bundle, **kwargs):
+        seen.append(bundle.train_images.shape[0])
+        return real_fit(bundle, **{**kwargs, "epochs": 2, "test_images": 100})
+
+    monkeypatch.setattr(public_extractor, "fit_public_extractor", spy)
+    adv = AdversarialConfig(eps=8 / 255, soft_labels=True, extractor_epochs=1)
+    cond = run_condensation(CondenseConfig(ipc=1, iterations=2, batch_real=8, adversarial=adv), digits)
+    assert seen == [digits.train_images.shape[0]]
+    assert cond.soft_labels is not None and cond.soft_labels.shape == (10, 10)
+    manifest, owner = cond.manifest(), cond.owner_record()
+    assert manifest["soft_label_teacher"]["trained_on"].startswith("the real training data")
+    assert "clean_acc" not in manifest["soft_label_teacher"] and "pgd20_acc" not in manifest["soft_label_teacher"]
+    assert 0 <= owner["soft_label_teacher"]["pgd20_acc"] <= 1
+
+    # DP: the teacher never sees real data (trained on S only) and the manifest has no such section
+    seen.clear()
+    dp = CondenseConfig(ipc=1, iterations=2, batch_real=8, adversarial=adv,
+                        privacy=PrivacyConfig(epsilon=8.0))
+    cond = run_condensation(dp, digits)
+    assert seen == [] and cond.teacher is None and cond.soft_labels is not None
+    assert "soft_label_teacher" not in cond.manifest()
+
+
+def test_soft_labels_without_the_term(digits, tmp_path):
+    """--adv-weight 0 --soft-labels: DM plus a teacher's soft labels. DP: a teacher trained on S only;
+    with --robust-extractor: that file's network (its soft labels exactly)."""
+    from securedc.condensation import run_condensation
+    from securedc.robust import soft_labels_from
+
+    dp = PrivacyConfig(epsilon=8.0)
+    adv = AdversarialConfig(eps=8 / 255, weight=0.0, soft_labels=True, extractor_epochs=1)
+    cond = run_condensation(CondenseConfig(ipc=1, iterations=2, batch_real=8, adversarial=adv, privacy=dp), digits)
+    assert cond.soft_labels is not None and cond.soft_labels.shape == (10, 10)
+    assert "adversarial" not in [t["name"] for t in cond.result.terms]
+    path = tmp_path / "ext.safetensors"
+    save_extractor(path, _net(digits, 4))
+    adv = AdversarialConfig(eps=8 / 255, weight=0.0, soft_labels=True, robust_extractor=str(path))
+    cond = run_condensation(CondenseConfig(ipc=1, iterations=2, batch_real=8, adversarial=adv, privacy=dp), digits)
+    expected = soft_labels_from(load_extractor(path, _net(digits)), cond.images)
+    torch.testing.assert_close(cond.soft_labels, expected)

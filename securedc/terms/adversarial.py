@@ -421,14 +421,24 @@ class AdversarialTerm(Term):
 
 def soft_labels_for(
     terms: "list[Term]", images: Tensor, labels: Tensor, *, model_factory: Callable[[int], nn.Module],
-    temperature: float = 1.0,
+    temperature: float = 1.0, teacher: nn.Module | None = None, eps: float | None = None, epochs: int = 30,
 ) -> Tensor | None:
-    """Per-image soft labels ``[M, C]`` of the final synthetic set from the robust teacher of the run's
-    robust-features term (post-processing of S: free), or ``None`` when the run has no such term."""
-    from securedc.robust import soft_labels_from
+    """Per-image soft labels ``[M, C]`` of the final synthetic set from a robust teacher (post-processing of S).
 
-    for term in terms:
-        if isinstance(term, AdversarialTerm) and term.mode == "robust-features":
+    The teacher is ``teacher`` when given (a declared-public file, or a non-private run's teacher
+    trained on the real data), else that of the run's robust-features term; a run without the term
+    (``adv_weight=0``) gets one adversarially trained on S only at radius ``eps`` for ``epochs``
+    epochs (fast AT, the term's recipe). ``None`` when there is neither a teacher, a term nor ``eps``.
+    """
+    from securedc.robust import PGDRecipe, soft_labels_from, train_robust_extractor
+
+    if teacher is None:
+        term = next((t for t in terms if isinstance(t, AdversarialTerm) and t.mode == "robust-features"), None)
+        if term is not None:
             teacher = term.teacher(images, labels, model_factory)
-            return soft_labels_from(teacher, images, temperature=temperature)
-    return None
+        elif eps:
+            teacher = train_robust_extractor(model_factory(10_007), images, labels, recipe=PGDRecipe.fast(eps),
+                                             epochs=epochs, seed=99_991)
+        else:
+            return None
+    return soft_labels_from(teacher, images, temperature=temperature)
