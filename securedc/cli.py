@@ -373,7 +373,7 @@ def extractor(
     check_extractor_options(eps=eps, images=images, epochs=epochs, test_images=test_images)
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     bundle = as_bundle(dataset, root=str(data_root) if data_root else None)
-    with console.status(f"adversarially training {model} on {bundle.name} (eps {adv_eps}, {epochs} epochs)"):
+    with console.status(f"adversarially training {model} on {bundle.name} (eps {adv_eps}, epochs {epochs or 'auto'})"):
         fitted = fit_public_extractor(bundle, eps=eps, images=images, epochs=epochs, seed=seed, model=model,
                                       test_images=test_images)
     fitted.save(out)
