@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from securedc.config import CondenseConfig
     from securedc.robust import PGDRecipe
 
-__all__ = ["AdversarialTerm", "soft_labels_for", "example_keys", "keyed_uniform_start", "pgd_perturb", "train_on_synthetic"]
+__all__ = ["AdversarialTerm", "soft_labels_for", "synthetic_teacher", "example_keys", "keyed_uniform_start", "pgd_perturb", "train_on_synthetic"]
 
 logger = logging.getLogger(__name__)
 
@@ -309,16 +309,12 @@ class AdversarialTerm(Term):
     def teacher(self, images: Tensor, labels: Tensor, model_factory: "Callable[[int], nn.Module]") -> nn.Module:
         """The robust teacher for soft labels: the loaded public extractor, or one more adversarial-training
         round on the final synthetic set, warm-started from the last round (post-processing of S)."""
-        from securedc.robust import load_extractor, train_robust_extractor
+        from securedc.robust import load_extractor
 
         if self.extractor_path is not None:
             return load_extractor(self.extractor_path, model_factory(0))
-        net = model_factory(10_007)
-        epochs = self.extractor_epochs
-        if self._rounds:
-            net.load_state_dict(self._rounds[max(self._rounds)])
-            epochs = max(1, epochs // 2)
-        return train_robust_extractor(net, images, labels, recipe=self._recipe(), epochs=epochs, seed=99_991)
+        return synthetic_teacher(images, labels, model_factory, eps=self.eps, epochs=self.extractor_epochs,
+                                 warm_start=self._rounds[max(self._rounds)] if self._rounds else None)
 
     # ------------------------------------------------------------------ per step
     def prepare(self, ctx: StepContext) -> None:
@@ -430,15 +426,33 @@ def soft_labels_for(
     (``adv_weight=0``) gets one adversarially trained on S only at radius ``eps`` for ``epochs``
     epochs (fast AT, the term's recipe). ``None`` when there is neither a teacher, a term nor ``eps``.
     """
-    from securedc.robust import PGDRecipe, soft_labels_from, train_robust_extractor
+    from securedc.robust import soft_labels_from
 
     if teacher is None:
         term = next((t for t in terms if isinstance(t, AdversarialTerm) and t.mode == "robust-features"), None)
         if term is not None:
             teacher = term.teacher(images, labels, model_factory)
         elif eps:
-            teacher = train_robust_extractor(model_factory(10_007), images, labels, recipe=PGDRecipe.fast(eps),
-                                             epochs=epochs, seed=99_991)
+            teacher = synthetic_teacher(images, labels, model_factory, eps=eps, epochs=epochs)
         else:
             return None
     return soft_labels_from(teacher, images, temperature=temperature)
+
+
+def synthetic_teacher(
+    images: Tensor, labels: Tensor, model_factory: Callable[[int], nn.Module], *, eps: float, epochs: int,
+    warm_start: dict[str, Tensor] | None = None,
+) -> nn.Module:
+    """A robust teacher adversarially trained on the synthetic set only (post-processing of S: free).
+
+    Fast adversarial training (:meth:`~securedc.robust.PGDRecipe.fast` at ``eps``) for ``epochs``
+    epochs, or — warm-started from ``warm_start`` weights (the term's last extractor round) — for
+    half of them (at least one).
+    """
+    from securedc.robust import PGDRecipe, train_robust_extractor
+
+    net = model_factory(10_007)
+    if warm_start is not None:
+        net.load_state_dict(warm_start)
+        epochs = max(1, epochs // 2)
+    return train_robust_extractor(net, images, labels, recipe=PGDRecipe.fast(eps), epochs=epochs, seed=99_991)
