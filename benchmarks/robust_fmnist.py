@@ -21,6 +21,8 @@ upper bounds on robust accuracy), on the same ``--test`` real test images for ev
 
     python benchmarks/robust_fmnist.py --seeds 0 1 2 --out benchmarks/results/robust_fmnist
     python benchmarks/robust_fmnist.py --dataset digits --epsilon 8 --out benchmarks/results/robust_digits_dp8
+    python benchmarks/robust_fmnist.py --epsilon 8 --public-images 10000 --variants dm teacher \\
+        --out benchmarks/results/robust_fmnist_dp8_public
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import functools
 import json
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,11 +42,30 @@ from securedc.audits.robustness import AttackSettings, attack_subsample, audit_m
 from securedc.concurrency import run_concurrently
 from securedc.condensation import run_condensation
 from securedc.config import CondenseConfig, EvalConfig, parse_number
-from securedc.data import load_dataset
+from securedc.data import DatasetBundle, load_dataset
 from securedc.evaluate import random_subset, train_model
+from securedc.public_extractor import fit_public_extractor
 from securedc.robust import PGDRecipe
 
 METRICS = ("clean_acc", "pgd20_acc", "autoattack_acc", "at_clean_acc", "at_pgd20_acc", "at_autoattack_acc")
+PUBLIC_SPLIT_SEED = 12345
+"""Seed of the permutation that picks the ``--public-images`` (independent of the run seeds)."""
+
+
+def split_public(bundle: DatasetBundle, n: int) -> tuple[DatasetBundle, DatasetBundle]:
+    """Split the training set in two disjoint parts: ``(private, public)``, ``n`` seeded images public.
+
+    Both parts keep the real test split (used only to evaluate). The public part stands for data a user
+    declares public (e.g. a licensed public set from the same domain); the private part is what is condensed.
+    """
+    idx = torch.randperm(bundle.train_images.shape[0], generator=torch.Generator().manual_seed(PUBLIC_SPLIT_SEED))
+    parts = []
+    for name, keep in (("private", idx[n:].sort().values), ("public", idx[:n].sort().values)):
+        parts.append(DatasetBundle(
+            name=f"{bundle.name}-{name}", train_images=bundle.train_images[keep], train_labels=bundle.train_labels[keep],
+            test_images=bundle.test_images, test_labels=bundle.test_labels, classes=bundle.classes, mean=bundle.mean,
+            std=bundle.std, source=f"{bundle.source} (training images {name}: {keep.numel()} of a seeded split)"))
+    return parts[0], parts[1]
 
 
 def _config(variant: str, args: argparse.Namespace, seed: int) -> CondenseConfig:
@@ -57,6 +79,8 @@ def _config(variant: str, args: argparse.Namespace, seed: int) -> CondenseConfig
         options["soft_labels"] = "term+soft" in args.variants
     if variant == "teacher":  # DM plus soft labels of a robust teacher (non-private: trained on the real data)
         options.update(adv_eps=args.eps, adv_weight=0.0, soft_labels=True)
+        if args.teacher_file:  # trained on the declared-public part (--public-images)
+            options["robust_extractor"] = args.teacher_file
     return CondenseConfig.from_options(**options)
 
 
@@ -122,6 +146,13 @@ def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float
                    + (f" on the first {args.aa_test} of the attacked images" if args.aa_test else ""),
         "seeds": measured,
     }
+    if args.public_images:
+        protocol["public_split"] = (
+            f"{args.public_images} training images (seeded permutation, seed {PUBLIC_SPLIT_SEED}) declared public and "
+            "removed from the condensed data; the teacher variant's soft labels come from a network adversarially "
+            "trained on them (`securedc extractor` recipe, then --robust-extractor); dm, teacher and the random subset "
+            "use only the private remainder")
+        protocol["public_teacher"] = args.teacher_description
     out = {"protocol": protocol, "per_seed": rows, "summary": summary, "total_seconds": elapsed}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,12 +204,24 @@ def main() -> None:
     ap.add_argument("--eval-epochs", type=int, default=300)
     ap.add_argument("--eval-dsa", default="none", help="augmentation of the evaluation protocol ('none' = the evaluator's)")
     ap.add_argument("--test", type=int, default=500, help="real test images attacked (the same for every set)")
+    ap.add_argument("--public-images", type=int, default=0,
+                    help="declare this many training images public: the teacher variant's soft labels come from a "
+                         "network adversarially trained on them, everything else uses the rest (DP with a public teacher)")
     ap.add_argument("--out", default="benchmarks/results/robust_fmnist")
     args = ap.parse_args()
     eps = parse_number(args.eps, name="--eps")
 
     t_all = time.perf_counter()
     bundle = load_dataset(args.dataset)
+    args.teacher_file, args.teacher_description = None, None
+    workdir = tempfile.TemporaryDirectory(prefix="securedc-robust-")
+    if args.public_images:
+        bundle, public = split_public(bundle, args.public_images)
+        teacher = fit_public_extractor(public, eps=eps, images=0, seed=0)
+        args.teacher_file = str(Path(workdir.name) / "public_teacher.safetensors")
+        teacher.save(args.teacher_file)
+        args.teacher_description = teacher.description
+        print(f"public teacher: {json.dumps(teacher.description)}", flush=True)
     eval_config = EvalConfig(models=args.eval_models, epochs=args.eval_epochs, dsa=args.eval_dsa)
     rows: dict[str, list[dict]] = {v: [] for v in [*args.variants, "random subset"]}
     for seed in args.seeds:
@@ -206,6 +249,7 @@ def main() -> None:
             print(f"seed {seed} {name}: " + ", ".join(f"{k} {100 * row[k]:.1f}" for k in METRICS if k in row), flush=True)
         print(f"seed {seed}: evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
         md = _write(rows, args, time.perf_counter() - t_all)  # after every seed: a long run leaves results
+    workdir.cleanup()
     print(md)
 
 

@@ -88,6 +88,14 @@ def _steps(say: Progress, description: str, total: int) -> Any:
     return say
 
 
+def _check_teacher(config: CondenseConfig, bundle: DatasetBundle) -> None:
+    """A DP run's --robust-extractor must not have been trained on the data it condenses."""
+    if config.privacy.private and config.adversarial.robust_extractor is not None:
+        from securedc.public_extractor import check_declared_public
+
+        check_declared_public(config.adversarial.robust_extractor, bundle)
+
+
 def _run_local(
     config: CondenseConfig, bundle: DatasetBundle, *, say: Progress, checkpoint: Path | None, resume: Path | None,
     from_bank: Path | None, bank_path: Path | None,
@@ -98,6 +106,7 @@ def _run_local(
 
         bank, bank_meta = StatisticsBank.load(from_bank)
         config = config_for_bank(config, bank_meta)
+    _check_teacher(config, bundle)  # after the bank's privacy settings are known
     condenser = Condenser(
         config, num_classes=bundle.num_classes, image_shape=bundle.image_shape, mean=bundle.mean, std=bundle.std
     )
@@ -168,6 +177,7 @@ def _run_distributed(
     """Classes split across the ranks; rank 0 gets the whole set and reports, the others get ``None``."""
     from securedc.plugins.distributed import cleanup_rank_checkpoints, describe_split, fit_distributed, world_info
 
+    _check_teacher(config, bundle)  # every rank: a refused run stops before any rank touches the data
     rank, world, _ = world_info()
     if rank != 0:
         fit_distributed(config, bundle, checkpoint_path=checkpoint, resume_from=resume)

@@ -38,7 +38,14 @@ from securedc.errors import ConfigError, DataError
 from securedc.models.registry import seeded_model
 from securedc.robust import PGDRecipe, save_extractor, train_robust_extractor
 
-__all__ = ["PublicExtractor", "auto_epochs", "check_extractor_options", "fit_public_extractor", "extractor_metadata"]
+__all__ = [
+    "PublicExtractor",
+    "auto_epochs",
+    "check_declared_public",
+    "check_extractor_options",
+    "extractor_metadata",
+    "fit_public_extractor",
+]
 
 #: metadata key of the JSON description written into the weights file
 METADATA_KEY = "securedc_extractor"
@@ -53,8 +60,9 @@ class PublicExtractor:
 
     Attributes:
         model: the trained network (frozen, eval mode).
-        description: dataset name, images, epochs, seed, recipe, eps, model and the measured
-            ``clean_acc`` / ``pgd20_acc`` on the dataset's test split (``test_images`` of them).
+        description: dataset name, source and fingerprint, images, epochs, seed, recipe, eps, model
+            and the measured ``clean_acc`` / ``pgd20_acc`` on the dataset's test split (``test_images``
+            of them).
     """
 
     model: nn.Module
@@ -138,7 +146,8 @@ def fit_public_extractor(
     head = audit_model(net, tx, ty, eps=eps, num_classes=bundle.num_classes, seed=seed,
                        settings=AttackSettings.quick(), sanity=False)
     description = {
-        "declared_public": bundle.name, "source": bundle.source, "train_images": int(idx.numel()),
+        "declared_public": bundle.name, "source": bundle.source, "dataset_fingerprint": bundle.fingerprint,
+        "train_images": int(idx.numel()),
         "epochs": epochs, "seed": seed, "model": model, "eps": eps, "recipe": recipe.describe(),
         "training_seconds": round(seconds, 1), "test_images": int(tx.shape[0]),
         "clean_acc": float(head.metrics["clean_acc"]), "pgd20_acc": float(head.metrics["pgd20_acc"]),
@@ -168,3 +177,27 @@ def extractor_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(out, dict):
         raise DataError(f"--robust-extractor {str(path)!r}: malformed {METADATA_KEY} metadata (not an object)")
     return out
+
+
+def check_declared_public(path: str | os.PathLike[str], bundle: DatasetBundle) -> None:
+    """Refuse an extractor file trained on ``bundle`` itself, for a DP run that condenses ``bundle``.
+
+    A teacher or extractor that saw the private data passes it on through its features and soft
+    labels, outside the accountant. :func:`fit_public_extractor` records the name, source and
+    fingerprint of the dataset it was trained on (the fingerprint covers the train and test split,
+    and an audited run's member split keeps the whole dataset's); when the fingerprint, or the
+    name and source together, equal those of the data a DP run condenses — e.g.
+    ``securedc extractor T --dataset fashion-mnist`` followed by
+    ``securedc condense --dataset fashion-mnist --epsilon 8 --robust-extractor T`` — the run is
+    refused. The check cannot see overlap between different datasets (a public set that contains
+    private images): declaring the data public stays the user's responsibility (docs/privacy.md).
+
+    Raises:
+        ConfigError: the file was trained on ``bundle``.
+        DataError: unreadable file or malformed description.
+    """
+    meta = extractor_metadata(path)
+    if meta.get("dataset_fingerprint") == bundle.fingerprint or (
+            (meta.get("declared_public"), meta.get("source")) == (bundle.name, bundle.source)):
+        raise ConfigError(f"--robust-extractor {str(path)!r} was trained on {bundle.name!r}, the data this DP run "
+                          "condenses; train it on data you declare public (securedc extractor --dataset PUBLIC)")

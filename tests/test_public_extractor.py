@@ -14,7 +14,8 @@ from securedc.audits.robustness import AttackSettings, attack_subsample, audit_m
 from securedc.config import AdversarialConfig, CondenseConfig, PrivacyConfig
 from securedc.errors import ConfigError, DataError
 from securedc.models.registry import seeded_model
-from securedc.public_extractor import METADATA_KEY, extractor_metadata, fit_public_extractor
+from securedc.data import DatasetBundle
+from securedc.public_extractor import METADATA_KEY, check_declared_public, extractor_metadata, fit_public_extractor
 from securedc.robust import load_extractor, save_extractor
 from securedc.terms.adversarial import AdversarialTerm
 
@@ -72,6 +73,9 @@ def test_run_manifest_names_the_extractor_file(tmp_path, digits):
     assert described["extractor"].startswith("public file")
     assert described["extractor_file"]["name"] == "ext.safetensors"
     assert described["extractor_file"]["declared_public"] == "digits"
+    # the file keeps the fingerprint of the data it saw (for the DP check); the release does not
+    assert extractor_metadata(path)["dataset_fingerprint"] == digits.fingerprint
+    assert "dataset_fingerprint" not in described["extractor_file"]
     json.dumps(described)  # JSON-safe for the manifest
 
 
@@ -182,3 +186,59 @@ def test_soft_labels_without_the_term(digits, tmp_path):
     cond = run_condensation(CondenseConfig(ipc=1, iterations=2, batch_real=8, adversarial=adv, privacy=dp), digits)
     expected = soft_labels_from(load_extractor(path, _net(digits)), cond.images)
     torch.testing.assert_close(cond.soft_labels, expected)
+
+
+def _part(digits, keep: slice, name: str) -> DatasetBundle:
+    return DatasetBundle(name=name, train_images=digits.train_images[keep], train_labels=digits.train_labels[keep],
+                         test_images=digits.test_images, test_labels=digits.test_labels, classes=digits.classes,
+                         mean=digits.mean, std=digits.std, source=f"digits ({name} part)")
+
+
+def test_dp_run_refuses_a_teacher_trained_on_the_data_it_condenses(tmp_path, digits, monkeypatch):
+    """A DP run whose --robust-extractor was trained on the very data it condenses is refused before it
+    touches the data (its features and soft labels would leak that data outside the accountant); a
+    non-private run may use it, and a teacher trained on a disjoint declared-public part is accepted."""
+    from securedc.condenser import Condenser
+    from securedc.condensation import run_condensation
+
+    same = tmp_path / "same.safetensors"
+    fit_public_extractor(digits, eps=0.1, images=200, epochs=1, seed=0, test_images=50).save(same)
+    adv = AdversarialConfig(eps=8 / 255, weight=0.0, soft_labels=True, robust_extractor=str(same))
+    dp = CondenseConfig(ipc=1, iterations=2, batch_real=8, adversarial=adv, privacy=PrivacyConfig(epsilon=8.0))
+
+    def no_access(*args, **kwargs):
+        raise AssertionError("the refused run reached the real data")
+
+    with monkeypatch.context() as m:
+        m.setattr(Condenser, "make_mechanism", no_access)
+        with pytest.raises(ConfigError, match="trained on 'digits', the data this DP run condenses"):
+            run_condensation(dp, digits)
+    assert run_condensation(CondenseConfig(ipc=1, iterations=2, batch_real=8, adversarial=adv), digits) is not None
+
+    # no fingerprint (a file written before they were recorded): the same dataset name and source are refused too
+    legacy = tmp_path / "legacy.safetensors"
+    meta = {k: v for k, v in extractor_metadata(same).items() if k != "dataset_fingerprint"}
+    save_extractor(legacy, _net(digits), metadata={METADATA_KEY: json.dumps(meta)})
+    with pytest.raises(ConfigError, match="declare public"):
+        check_declared_public(legacy, digits)
+
+    # a disjoint part declared public teaches the DP run on the rest
+    public, private = _part(digits, slice(0, 400), "digits-public"), _part(digits, slice(400, None), "digits-private")
+    teacher = tmp_path / "public.safetensors"
+    fit_public_extractor(public, eps=0.1, images=0, epochs=1, seed=0, test_images=50).save(teacher)
+    adv = AdversarialConfig(eps=8 / 255, weight=0.0, soft_labels=True, robust_extractor=str(teacher))
+    cond = run_condensation(CondenseConfig(ipc=1, iterations=2, batch_real=8, adversarial=adv,
+                                           privacy=PrivacyConfig(epsilon=8.0)), private)
+    assert cond.soft_labels is not None and cond.soft_labels.shape == (10, 10)
+
+
+def test_cli_dp_run_with_a_teacher_of_its_own_data_exits_2(tmp_path, cli, digits):
+    same = tmp_path / "same.safetensors"
+    fit_public_extractor(digits, eps=0.1, images=200, epochs=1, seed=0, test_images=50).save(same)
+    out = tmp_path / "out"
+    result = cli("condense", "--epsilon", "8", "--adv-eps", "8/255", "--robust-extractor", same, "--no-audit",
+                 "--out", out)
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "declare public" in lines[0], lines
+    assert not out.exists() or not any(out.iterdir())

@@ -383,7 +383,9 @@ class AdversarialTerm(Term):
 
         from securedc.public_extractor import extractor_metadata
 
-        return {"name": Path(str(self.extractor_path)).name, **extractor_metadata(str(self.extractor_path))}
+        meta = extractor_metadata(str(self.extractor_path))
+        meta.pop("dataset_fingerprint", None)  # no data fingerprint in a release (a mis-declared set would leak one)
+        return {"name": Path(str(self.extractor_path)).name, **meta}
 
     def describe(self) -> dict[str, Any]:
         out = {
