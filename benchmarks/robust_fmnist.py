@@ -122,6 +122,28 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _ci95(values: list[float]) -> tuple[float, float] | None:
+    """Mean and the half-width of its two-sided 95 % Student-t interval (``None`` for fewer than 2 values)."""
+    from scipy.stats import t  # a dependency of scikit-learn, which securedc requires
+
+    if len(values) < 2:
+        return None
+    mean, sd = _mean_sd(values)
+    return mean, float(t.ppf(0.975, len(values) - 1)) * sd / len(values) ** 0.5
+
+
+def _paired(rows: dict[str, list[dict]], base: str = "dm") -> dict[str, dict[str, tuple[float, float] | None]]:
+    """Per metric, every set's difference to ``base`` on the same seed: mean and 95 % t half-width."""
+    by_seed = {r["seed"]: r for r in rows.get(base, [])}
+    out: dict[str, dict[str, tuple[float, float] | None]] = {}
+    for name, rs in rows.items():
+        if name == base or not by_seed:
+            continue
+        pairs = [(r, by_seed[r["seed"]]) for r in rs if r["seed"] in by_seed]
+        out[name] = {k: _ci95([a[k] - b[k] for a, b in pairs]) for k in METRICS if pairs and k in pairs[0][0]}
+    return out
+
+
 def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float) -> str:
     """Write ``OUT.json`` and ``OUT.md`` from the rows measured so far; returns the Markdown."""
     measured = sorted({r["seed"] for rs in rows.values() for r in rs})
@@ -153,7 +175,9 @@ def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float
             "trained on them (`securedc extractor` recipe, then --robust-extractor); dm, teacher and the random subset "
             "use only the private remainder")
         protocol["public_teacher"] = args.teacher_description
-    out = {"protocol": protocol, "per_seed": rows, "summary": summary, "total_seconds": elapsed}
+    paired = _paired(rows)
+    out = {"protocol": protocol, "per_seed": rows, "summary": summary, "total_seconds": elapsed,
+           "paired_vs_dm_ci95": paired}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(json.dumps(out, indent=2))
@@ -180,8 +204,21 @@ def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float
     for name in summary:
         secs = summary[name].get("condensation_seconds", (0.0, 0.0))[0]
         lines.append(f"| {name} | {secs:.0f} | " + " | ".join(cell(name, k) for k in METRICS) + " |")
+    if any(v is not None for cells in paired.values() for v in cells.values()):
+        keys = [k for k in METRICS if any(k in cells for cells in paired.values())]
+        lines += ["", f"Paired differences against plain DM (same seed; mean and 95 % Student-t interval over "
+                      f"{len(measured)} seeds, points):", "",
+                  "| set | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        for name, cells in paired.items():
+            lines.append(f"| {name} | " + " | ".join(
+                "" if cells.get(k) is None else f"{100 * cells[k][0]:+.1f} ± {100 * cells[k][1]:.1f}" for k in keys)
+                + " |")
     lines += ["", "Protocol:", "", "```json", json.dumps(protocol, indent=1), "```", ""]
     md = "\n".join(lines)
+    if path.with_suffix(".md").exists():  # keep the hand-written reading of an earlier write
+        old = path.with_suffix(".md").read_text()
+        if "\n## Reading" in old:
+            md += old[old.index("\n## Reading"):]
     path.with_suffix(".md").write_text(md)
     return md
 
@@ -208,8 +245,15 @@ def main() -> None:
                     help="declare this many training images public: the teacher variant's soft labels come from a "
                          "network adversarially trained on them, everything else uses the rest (DP with a public teacher)")
     ap.add_argument("--out", default="benchmarks/results/robust_fmnist")
+    ap.add_argument("--render", action="store_true",
+                    help="rewrite OUT.md (and OUT.json's summaries) from OUT.json's per-seed rows; runs nothing")
     args = ap.parse_args()
     eps = parse_number(args.eps, name="--eps")
+    if args.render:
+        saved = json.loads(Path(args.out).with_suffix(".json").read_text())
+        args.teacher_description = saved["protocol"].get("public_teacher")
+        print(_write(saved["per_seed"], args, saved["total_seconds"]))
+        return
 
     t_all = time.perf_counter()
     bundle = load_dataset(args.dataset)
