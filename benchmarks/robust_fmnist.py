@@ -157,8 +157,11 @@ def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float
         "condense": "product defaults (mean-embedding, statistics bank, DSA) at the given epsilon; variants add "
                     f"--adv-eps {args.eps} (term: robust-feature matching, extractor adversarially trained on S; "
                     "term+soft: the same S with that extractor's soft labels; teacher: plain DM, --adv-weight 0 "
-                    "--soft-labels, soft labels of a teacher adversarially trained (fast AT) on 10 000 real training "
-                    "images, which a non-private run may use); condensation seconds include the teacher's training",
+                    "--soft-labels, soft labels of "
+                    + ("the network adversarially trained on the declared-public split (public_teacher), given as "
+                       "--robust-extractor; condensation seconds exclude its training" if args.public_images else
+                       "a teacher adversarially trained (fast AT) on 10 000 real training images, which a "
+                       "non-private run may use; condensation seconds include the teacher's training") + ")",
         "protocols": list(args.protocols),
         "standard_protocol": f"{args.eval_models} ConvNet-3 per set and seed x {args.eval_epochs} epochs, SGD lr 0.01, "
                              f"augmentation {args.eval_dsa}",
