@@ -12,9 +12,9 @@ from safetensors import safe_open
 
 from securedc.audits.robustness import AttackSettings, attack_subsample, audit_model
 from securedc.config import AdversarialConfig, CondenseConfig, PrivacyConfig
+from securedc.data import DatasetBundle
 from securedc.errors import ConfigError, DataError
 from securedc.models.registry import seeded_model
-from securedc.data import DatasetBundle
 from securedc.public_extractor import METADATA_KEY, check_declared_public, extractor_metadata, fit_public_extractor
 from securedc.robust import load_extractor, save_extractor
 from securedc.terms.adversarial import AdversarialTerm
@@ -198,8 +198,8 @@ def test_dp_run_refuses_a_teacher_trained_on_the_data_it_condenses(tmp_path, dig
     """A DP run whose --robust-extractor was trained on the very data it condenses is refused before it
     touches the data (its features and soft labels would leak that data outside the accountant); a
     non-private run may use it, and a teacher trained on a disjoint declared-public part is accepted."""
-    from securedc.condenser import Condenser
     from securedc.condensation import run_condensation
+    from securedc.condenser import Condenser
 
     same = tmp_path / "same.safetensors"
     fit_public_extractor(digits, eps=0.1, images=200, epochs=1, seed=0, test_images=50).save(same)
