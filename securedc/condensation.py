@@ -18,12 +18,14 @@ from securedc.condenser import Condenser, CondenseResult, ProgressEvent
 from securedc.config import CondenseConfig
 from securedc.data import DatasetBundle
 from securedc.notices import Notice, Progress, notifier
+from securedc.public_extractor import FINGERPRINT_KEY
 
 __all__ = ["Condensation", "run_condensation", "step_events"]
 
 
-#: teacher fields measured on the real data: the owner record keeps them, the public manifest does not
-TEACHER_MEASURED = ("clean_acc", "pgd20_acc", "test_images", "training_seconds")
+#: teacher fields computed from the real data (measured accuracy, timing, the data's fingerprint): the
+#: owner record keeps them, the public manifest does not
+TEACHER_OWNER_ONLY = ("clean_acc", "pgd20_acc", "test_images", "training_seconds", FINGERPRINT_KEY)
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Condensation:
         from securedc.api import build_manifest
 
         if self.teacher is not None:  # how it was trained; its accuracy on real data stays in the owner record
-            public = {k: v for k, v in self.teacher.items() if k not in TEACHER_MEASURED}
+            public = {k: v for k, v in self.teacher.items() if k not in TEACHER_OWNER_ONLY}
             extra = {"soft_label_teacher": public, **extra}
         return build_manifest(self.bundle, self.config, self.result, **extra)
 

@@ -50,6 +50,9 @@ __all__ = [
 #: metadata key of the JSON description written into the weights file
 METADATA_KEY = "securedc_extractor"
 
+#: description field holding the fingerprint of the training data (kept in the file, never in a release)
+FINGERPRINT_KEY = "dataset_fingerprint"
+
 #: optimisation steps the automatic epoch count aims at (FMNIST, 10 000 images, batch 128: 4 epochs)
 AUTO_STEPS = 240
 
@@ -146,7 +149,7 @@ def fit_public_extractor(
     head = audit_model(net, tx, ty, eps=eps, num_classes=bundle.num_classes, seed=seed,
                        settings=AttackSettings.quick(), sanity=False)
     description = {
-        "declared_public": bundle.name, "source": bundle.source, "dataset_fingerprint": bundle.fingerprint,
+        "declared_public": bundle.name, "source": bundle.source, FINGERPRINT_KEY: bundle.fingerprint,
         "train_images": int(idx.numel()),
         "epochs": epochs, "seed": seed, "model": model, "eps": eps, "recipe": recipe.describe(),
         "training_seconds": round(seconds, 1), "test_images": int(tx.shape[0]),
@@ -197,7 +200,7 @@ def check_declared_public(path: str | os.PathLike[str], bundle: DatasetBundle) -
         DataError: unreadable file or malformed description.
     """
     meta = extractor_metadata(path)
-    if meta.get("dataset_fingerprint") == bundle.fingerprint or (
+    if meta.get(FINGERPRINT_KEY) == bundle.fingerprint or (
             (meta.get("declared_public"), meta.get("source")) == (bundle.name, bundle.source)):
         raise ConfigError(f"--robust-extractor {str(path)!r} was trained on {bundle.name!r}, the data this DP run "
                           "condenses; train it on data you declare public (securedc extractor --dataset PUBLIC)")

@@ -158,7 +158,10 @@ def test_non_private_soft_labels_come_from_a_teacher_trained_on_the_real_data(di
     manifest, owner = cond.manifest(), cond.owner_record()
     assert manifest["soft_label_teacher"]["trained_on"].startswith("the real training data")
     assert "clean_acc" not in manifest["soft_label_teacher"] and "pgd20_acc" not in manifest["soft_label_teacher"]
+    assert "dataset_fingerprint" not in manifest["soft_label_teacher"]  # no data fingerprint in a release
+    assert digits.fingerprint not in json.dumps(manifest)
     assert 0 <= owner["soft_label_teacher"]["pgd20_acc"] <= 1
+    assert owner["soft_label_teacher"]["dataset_fingerprint"] == digits.fingerprint
 
     # DP: the teacher never sees real data (trained on S only) and the manifest has no such section
     seen.clear()

@@ -381,10 +381,10 @@ class AdversarialTerm(Term):
         """What the loaded extractor file says it was trained on (``securedc extractor``), and its name."""
         from pathlib import Path
 
-        from securedc.public_extractor import extractor_metadata
+        from securedc.public_extractor import FINGERPRINT_KEY, extractor_metadata
 
         meta = extractor_metadata(str(self.extractor_path))
-        meta.pop("dataset_fingerprint", None)  # no data fingerprint in a release (a mis-declared set would leak one)
+        meta.pop(FINGERPRINT_KEY, None)  # no data fingerprint in a release (a mis-declared set would leak one)
         return {"name": Path(str(self.extractor_path)).name, **meta}
 
     def describe(self) -> dict[str, Any]:
