@@ -28,6 +28,7 @@ upper bounds on robust accuracy), on the same ``--test`` real test images for ev
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import platform
@@ -61,10 +62,10 @@ def split_public(bundle: DatasetBundle, n: int) -> tuple[DatasetBundle, DatasetB
     idx = torch.randperm(bundle.train_images.shape[0], generator=torch.Generator().manual_seed(PUBLIC_SPLIT_SEED))
     parts = []
     for name, keep in (("private", idx[n:].sort().values), ("public", idx[:n].sort().values)):
-        parts.append(DatasetBundle(
-            name=f"{bundle.name}-{name}", train_images=bundle.train_images[keep], train_labels=bundle.train_labels[keep],
-            test_images=bundle.test_images, test_labels=bundle.test_labels, classes=bundle.classes, mean=bundle.mean,
-            std=bundle.std, source=f"{bundle.source} (training images {name}: {keep.numel()} of a seeded split)"))
+        parts.append(dataclasses.replace(  # fingerprint "" = recomputed for the part
+            bundle, name=f"{bundle.name}-{name}", train_images=bundle.train_images[keep],
+            train_labels=bundle.train_labels[keep], fingerprint="",
+            source=f"{bundle.source} (training images {name}: {keep.numel()} of a seeded split)"))
     return parts[0], parts[1]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -192,9 +193,8 @@ def test_soft_labels_without_the_term(digits, tmp_path):
 
 
 def _part(digits, keep: slice, name: str) -> DatasetBundle:
-    return DatasetBundle(name=name, train_images=digits.train_images[keep], train_labels=digits.train_labels[keep],
-                         test_images=digits.test_images, test_labels=digits.test_labels, classes=digits.classes,
-                         mean=digits.mean, std=digits.std, source=f"digits ({name} part)")
+    return dataclasses.replace(digits, name=name, train_images=digits.train_images[keep],
+                               train_labels=digits.train_labels[keep], source=f"digits ({name} part)", fingerprint="")
 
 
 def test_dp_run_refuses_a_teacher_trained_on_the_data_it_condenses(tmp_path, digits, monkeypatch):
