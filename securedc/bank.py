@@ -132,6 +132,13 @@ class StatisticsBank:
         self.seeds.append(int(seed))
         return r
 
+    def released_images(self) -> Tensor | None:
+        """The DP images of the run's phase 0, ``[n, *image_shape]``: the sub-class centres when the
+        prototype rounds released them, else the class prototypes; ``None`` in a non-private run."""
+        if self.centres is not None:
+            return self.centres.flatten(0, 1)
+        return self.prototypes
+
     def seed(self, release: int) -> int:
         return self.seeds[release]
 
@@ -227,6 +234,7 @@ def statistics_signature(
         "terms": [t.name for t in build_terms(config)],
         "private": bool(config.privacy.private),
         "clip": cfg["privacy"]["clip"],
+        "subspace": int(config.privacy.subspace) if config.privacy.private else 0,
         "adversarial": cfg["adversarial"] if config.adversarial.enabled else None,
         "image_shape": [int(v) for v in image_shape],
         "num_classes": int(num_classes),
@@ -237,7 +245,7 @@ def statistics_signature(
 
 def check_bank_matches(meta: Mapping[str, Any], signature: Mapping[str, Any], *, source: Any) -> None:
     """Raise :class:`DataError` naming every field where a loaded bank disagrees with the run."""
-    saved = meta.get("signature") or {}
+    saved = {"subspace": 0, **(meta.get("signature") or {})}  # banks from before the subspace option
     differing = [k for k in signature if saved.get(k) != signature[k]]
     if differing:
         detail = ", ".join(f"{k}: bank {saved.get(k)!r} vs run {signature[k]!r}" for k in differing[:3])
@@ -245,8 +253,8 @@ def check_bank_matches(meta: Mapping[str, Any], signature: Mapping[str, Any], *,
 
 
 def config_for_bank(config: Any, meta: Mapping[str, Any]) -> Any:
-    """The run's configuration adjusted to a loaded bank: its privacy mode, and by default its DP
-    class prototypes (or public noise when it has none) as initialisation.
+    """The run's configuration adjusted to a loaded bank: its privacy mode and subspace, and by
+    default its DP class prototypes (or public noise when it has none) as initialisation.
 
     A DP bank makes the re-condensation use DP-mode terms (normalised features) and report the
     bank's privacy; initialisation from real images is impossible without the data.
@@ -254,8 +262,9 @@ def config_for_bank(config: Any, meta: Mapping[str, Any]) -> Any:
     privacy = meta.get("privacy") or {}
     epsilon = float(privacy.get("target_epsilon", math.inf)) if privacy.get("private") else math.inf
     init = ("prototype" if meta.get("prototypes") else "noise") if config.init == "auto" else config.init
+    subspace = int((meta.get("signature") or {}).get("subspace") or 0)
     if init in REAL_DATA_INITS:
         raise ConfigError("--from-bank cannot initialise from real images (the bank holds no images); use --init noise")
     return dataclasses.replace(
-        config, init=init, privacy=dataclasses.replace(config.privacy, epsilon=epsilon), releases=None
+        config, init=init, privacy=dataclasses.replace(config.privacy, epsilon=epsilon, subspace=subspace), releases=None
     ).validate()

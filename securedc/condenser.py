@@ -144,10 +144,17 @@ class Condenser:
         mech, plan = run_mechanism(self.config, [t.clip for t in self.terms], images, labels,
                                    num_classes=self.num_classes, classes=self.classes, image_shape=self.image_shape,
                                    noise_seed=noise_seed, resume_from=resume_from,
-                                   feature_dim=(self.make_network(0).feature_dim  # the SNR rule of a new DP plan
+                                   feature_dim=(self.statistic_width()  # the SNR rule of a new DP plan
                                                 if self.config.privacy.private and resume_from is None else None))
         self.plan = plan if plan is not None else self.plan
         return mech
+
+    def statistic_width(self) -> int:
+        """Width d of the distribution term's DP statistic before phase 0: the network's feature width,
+        or the requested subspace dimension (an upper bound: the subspace is capped at the number of
+        prototype images − 1, known after phase 0)."""
+        width = self.make_network(0).feature_dim
+        return min(width, self.config.privacy.subspace) if self.config.privacy.subspace else width
 
     def _init_images(self, mechanism: Mechanism | None, bank: StatisticsBank, *, resuming: bool) -> Tensor:
         """Initial S (:func:`~securedc.init.initial_images`) from the mechanism or the bank's DP prototypes."""

@@ -155,6 +155,12 @@ class PrivacyConfig:
             ratio (from the released counts; :func:`~securedc.privacy.calibration.bank_snr`) is
             too low for the bank to help, a second prototype release takes most of the bank's
             privacy curve at no extra ε (:func:`~securedc.privacy.calibration.top_up_split`).
+        subspace: k ≥ 0: the distribution term releases each statistic in the k-dimensional
+            subspace spanned by the release network's features of the run's DP prototypes
+            (:mod:`securedc.subspace`; post-processing of phase 0, no privacy cost): the noise
+            energy of a release falls from ``feature_dim·τ²`` to ``k·τ²``. Needs
+            ``prototype_share > 0``; k is capped at the number of released images − 1. 0 = full
+            features.
     """
 
     epsilon: float = math.inf
@@ -167,6 +173,7 @@ class PrivacyConfig:
     prototype_share: float = 0.8
     prototype_clusters: int | str = "auto"
     prototype_top_up: bool = True
+    subspace: int = 0
 
     @property
     def private(self) -> bool:
@@ -193,6 +200,12 @@ class PrivacyConfig:
         k = self.prototype_clusters
         if k != "auto" and not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
             out.append(Problem("privacy.prototype_clusters", f"must be 'auto' or an integer >= 1 (got {k!r})"))
+        if isinstance(self.subspace, bool) or not isinstance(self.subspace, int) or self.subspace < 0:
+            out.append(Problem("privacy.subspace", f"must be an integer >= 0 (got {self.subspace!r})"))
+        elif self.subspace and not self.private:
+            out.append(Problem("privacy.subspace", "projects DP releases; it needs --epsilon (a private run)"))
+        elif self.subspace and self.prototype_share <= 0:
+            out.append(Problem("privacy.subspace", "is spanned by the DP prototypes; it needs privacy.prototype_share > 0"))
         return out
 
     def validate(self) -> "PrivacyConfig":
@@ -526,7 +539,7 @@ class CondenseConfig:
 
         Options are the fields of :class:`CondenseConfig` plus flat names for the nested ones:
         ``epsilon``, ``delta``, ``accountant``, ``clip``, ``sample_rate``, ``counts``, ``count_share``,
-        ``prototype_share``, ``prototype_clusters``
+        ``prototype_share``, ``prototype_clusters``, ``subspace``
         (:class:`PrivacyConfig`) and ``adv_eps``, ``adv_steps``, ``adv_alpha``, ``adv_weight``,
         ``adv_network``, ``adv_synthetic``, ``adv_mode``, ``robust_extractor``, ``soft_labels``, ...
         (:data:`ADVERSARIAL_OPTIONS`). A value of ``None`` means *not given* (``base``'s value stays);
@@ -576,7 +589,7 @@ class CondenseConfig:
 
 #: flat option name → :class:`PrivacyConfig` field (:meth:`CondenseConfig.from_options`)
 PRIVACY_OPTIONS = {name: name for name in ("epsilon", "delta", "accountant", "clip", "sample_rate", "counts",
-                                           "count_share", "prototype_share", "prototype_clusters")}
+                                           "count_share", "prototype_share", "prototype_clusters", "subspace")}
 
 #: flat option name → :class:`AdversarialConfig` field (:meth:`CondenseConfig.from_options`)
 ADVERSARIAL_OPTIONS = {

@@ -168,6 +168,7 @@ class ReleaseSchedule:
             release=release,
             noise_std=bank.noise_std,
             chunk=self.real_chunk,
+            subspace_images=bank.released_images() if self.private else None,
         )
         for term in self.terms:
             term.prepare(ctx)

@@ -84,12 +84,21 @@ class Discrepancy(abc.ABC):
         self.normalize = normalize
         #: public centre subtracted before normalising (set per release by a term, e.g. in DP mode)
         self.center: Tensor | None = None
+        #: ``[f, k]`` orthonormal public basis the centred features are projected on (DP subspace), or None
+        self.basis: Tensor | None = None
         #: ``[C]`` noise std of one coordinate of a DP real statistic (set per release in DP mode)
         self.noise_std: Tensor | None = None
 
-    def prepare(self, features: Tensor) -> Tensor:
+    def centred(self, features: Tensor) -> Tensor:
+        """Features minus the public :attr:`center`, in the coordinates of :attr:`basis` when set."""
         if self.center is not None:
             features = features - self.center.to(features)
+        if self.basis is not None:
+            features = features @ self.basis.to(features)
+        return features
+
+    def prepare(self, features: Tensor) -> Tensor:
+        features = self.centred(features)
         if self.normalize:
             return features / (features.norm(dim=1, keepdim=True) + 1e-8)
         return features
@@ -128,8 +137,7 @@ class Discrepancy(abc.ABC):
         """
         if not self.normalize:
             return syn_features.new_ones(num_classes)
-        centred = syn_features.detach() - (self.center.to(syn_features) if self.center is not None else 0.0)
-        sq = centred.pow(2).sum(dim=1, keepdim=True)
+        sq = self.centred(syn_features.detach()).pow(2).sum(dim=1, keepdim=True)
         return class_means(sq, syn_labels, num_classes).squeeze(1)
 
     @staticmethod

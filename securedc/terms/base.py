@@ -56,6 +56,9 @@ class StepContext:
             (σ·C / (q·N̂_c), from public or released quantities); ``None`` for exact statistics.
         chunk: images per network pass on the synthetic side (:func:`~securedc.batching.chunked`;
             the run's ``real_chunk``): only float rounding depends on it.
+        subspace_images: DP only: ``[n, *image_shape]`` images already released by the run (its DP
+            sub-class centres or class prototypes, :meth:`~securedc.bank.StatisticsBank.released_images`)
+            whose features span a release's subspace (:mod:`securedc.subspace`); ``None`` otherwise.
     """
 
     step: int
@@ -70,6 +73,7 @@ class StepContext:
     release: int = 0
     noise_std: Tensor | None = None
     chunk: int = 0
+    subspace_images: Tensor | None = None
 
     def embed(self, network: nn.Module, x: Tensor) -> Tensor:
         """``network.embed(x)`` in chunks of :attr:`chunk` (differentiable in ``x``)."""
