@@ -19,6 +19,22 @@ def _seed_and_threads() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture
+def interrupt_at():
+    """``interrupt_at(condenser, mechanism, checkpoint, step)``: fit until ``step`` steps are done, then
+    Ctrl-C (the run writes its checkpoint to ``checkpoint`` and re-raises)."""
+
+    def run(condenser, mechanism, checkpoint, step: int) -> None:
+        def stop(event) -> None:
+            if event.step == step:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            condenser.fit(mechanism, checkpoint_path=checkpoint, callback=stop)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def digits() -> DatasetBundle:
     return load_dataset("digits")

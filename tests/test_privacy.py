@@ -342,23 +342,14 @@ def test_dp_mode_reads_real_images_only_through_the_mechanism(digits) -> None:
 
 
 # --------------------------------------------------------------------------- resume
-def test_resume_identical_images_and_full_accounting(digits, tmp_path) -> None:
+def test_resume_identical_images_and_full_accounting(digits, tmp_path, interrupt_at) -> None:
     kw = dict(iterations=6, grad_weight=1.0, privacy=PrivacyConfig(epsilon=4.0))
     full_c = _condenser(digits, **kw)
     full = full_c.fit(full_c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=123))
 
     ckpt = tmp_path / "run.ckpt.safetensors"
-
-    def stop_at_3(ev) -> None:
-        if ev.step == 3:
-            raise KeyboardInterrupt
-
     first = _condenser(digits, **{**kw, "checkpoint_every": 3})
-    with pytest.raises(KeyboardInterrupt):
-        first.fit(
-            first.make_mechanism(digits.train_images, digits.train_labels, noise_seed=123),
-            checkpoint_path=ckpt, callback=stop_at_3,
-        )
+    interrupt_at(first, first.make_mechanism(digits.train_images, digits.train_labels, noise_seed=123), ckpt, 3)
     assert load_checkpoint(ckpt)[1]["secret"]["key"]  # the secret key lives only in the private checkpoint
     # the resumed process does not know the secret: it comes back from the (private) checkpoint
     second = _condenser(digits, **kw)

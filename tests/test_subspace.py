@@ -119,22 +119,15 @@ def test_cli_subspace_without_privacy_exits_2_with_one_line(tmp_path) -> None:
     assert r.returncode == 2 and "subspace" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_a_subspace_run_resumes_identically(digits, tmp_path) -> None:
+def test_a_subspace_run_resumes_identically(digits, tmp_path, interrupt_at) -> None:
     """The bases are recomputed, never stored: a resumed run regenerates them from the checkpoint's
     phase-0 images and ends bit-identical to the uninterrupted one."""
     kw = dict(privacy=PrivacyConfig(epsilon=8.0, subspace=6))
     full_c = _condenser(digits, **kw)
     full = full_c.fit(full_c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=7))
     ckpt = tmp_path / "run.ckpt.safetensors"
-
-    def stop(ev) -> None:
-        if ev.step == 6:
-            raise KeyboardInterrupt
-
     first = _condenser(digits, checkpoint_every=6, **kw)
-    with pytest.raises(KeyboardInterrupt):
-        first.fit(first.make_mechanism(digits.train_images, digits.train_labels, noise_seed=7),
-                  checkpoint_path=ckpt, callback=stop)
+    interrupt_at(first, first.make_mechanism(digits.train_images, digits.train_labels, noise_seed=7), ckpt, 6)
     second = _condenser(digits, **kw)
     resumed = second.fit(second.make_mechanism(digits.train_images, digits.train_labels, resume_from=ckpt),
                          resume_from=ckpt)

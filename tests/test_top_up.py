@@ -128,7 +128,7 @@ def test_high_snr_or_disabled_runs_do_not_top_up(digits) -> None:
             assert c.run_lr() == c.lr_img, "a bank that carries the signal keeps the default step"
 
 
-def test_a_topped_up_run_resumes_identically(digits, tmp_path) -> None:
+def test_a_topped_up_run_resumes_identically(digits, tmp_path, interrupt_at) -> None:
     from securedc.checkpoint import load_checkpoint
 
     kw = dict(privacy=PrivacyConfig(epsilon=1.0, delta=1e-5))
@@ -136,15 +136,8 @@ def test_a_topped_up_run_resumes_identically(digits, tmp_path) -> None:
     full = full_c.fit(full_c.make_mechanism(digits.train_images, digits.train_labels, noise_seed=11))
     assert full.privacy["top_up_noise_multiplier"] is not None
     ckpt = tmp_path / "run.ckpt.safetensors"
-
-    def stop(ev) -> None:
-        if ev.step == 10:
-            raise KeyboardInterrupt
-
     first = _condenser(digits, checkpoint_every=10, **kw)
-    with pytest.raises(KeyboardInterrupt):
-        first.fit(first.make_mechanism(digits.train_images, digits.train_labels, noise_seed=11),
-                  checkpoint_path=ckpt, callback=stop)
+    interrupt_at(first, first.make_mechanism(digits.train_images, digits.train_labels, noise_seed=11), ckpt, 10)
     plan = load_checkpoint(ckpt)[1]["privacy_plan"]
     assert plan["release_noise_multiplier"] > plan["noise_multiplier"] and plan["top_up_noise_multiplier"]
     second = _condenser(digits, **kw)
