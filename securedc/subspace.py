@@ -20,6 +20,10 @@ Measured on Fashion-MNIST (ConvNet-3, 2 048 features, one random network, the be
 deviation of the unit-normalised class means against the noise energy ``k·τ²`` of an ε = 1 bank
 release, q = 0.1, σ = 5.1): full features 1.2; k = 64 directions of 100 sub-class centres 56
 (100 k-means centres stand in for the DP ones); k = 64 directions of 2 000 held-out training images 49.
+End to end the gain did not show (ε = 1, R = 50, K = 1 500, two secret keys, each shared by a pair of
+runs: 76.8 / 76.6 % with k = 64 against 76.6 / 76.8 % without, ``benchmarks/results/dp_subspace_fmnist_eps1*.md``): S is fitted to all R
+releases at once, which already averages their noise, and the projection drops what lies outside the
+k directions. Off by default (``PrivacyConfig.subspace = 0``).
 
 References:
     Zheng et al., "Improving Noise Efficiency in Privacy-preserving Dataset Distillation"
@@ -67,15 +71,13 @@ def principal_basis(rows: Tensor, k: int) -> Tensor:
     return (basis * torch.where(signs == 0, torch.ones_like(signs), signs)).float()
 
 
-def release_basis(network: nn.Module, images: Tensor, k: int, *, center: Tensor | None = None) -> Tensor:
+def release_basis(network: nn.Module, images: Tensor, k: int) -> Tensor:
     """The subspace of one release: principal directions of ``network``'s features of ``images``.
 
     Args:
         network: the release's public network (``embed`` gives features).
         images: ``[n, *image_shape]`` public or already released images (the DP prototypes).
         k: the dimension (:func:`subspace_dim`).
-        center: the release's public centre, subtracted first (it does not change the directions
-            but keeps the arithmetic in the statistic's coordinates).
 
     Returns:
         ``[feature_dim, k]`` float32 on the network's device.
@@ -83,6 +85,4 @@ def release_basis(network: nn.Module, images: Tensor, k: int, *, center: Tensor 
     device = next(network.parameters()).device
     with torch.no_grad():
         features = network.embed(images.to(device)).float()
-    if center is not None:
-        features = features - center.to(features)
-    return principal_basis(features, k)
+    return principal_basis(features, k)  # centred on the rows' mean: the public centre does not matter

@@ -116,7 +116,7 @@ class DistributionTerm(Term):
             key = (ctx.release, center_seed(ctx.generator))
             if key not in self._centers:
                 center = _center_of(ctx.network, ctx.synthetic_images.shape[1:], key[1])
-                basis = release_basis(ctx.network, ctx.subspace_images, k, center=center) if k else None
+                basis = release_basis(ctx.network, ctx.subspace_images, k) if k else None
                 self._centers[key] = (center, basis)
             self.discrepancy.center, self.discrepancy.basis = self._centers[key]
         self.discrepancy.noise_std = ctx.noise_std
