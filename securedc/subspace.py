@@ -18,8 +18,9 @@ exactly; it is never stored.
 
 Measured on Fashion-MNIST (ConvNet-3, 2 048 features, one random network, the between-class
 deviation of the unit-normalised class means against the noise energy ``k·τ²`` of an ε = 1 bank
-release, q = 0.1, σ = 5.1): full features 1.2; k = 64 directions of 100 sub-class centres 56
-(100 k-means centres stand in for the DP ones); k = 64 directions of 2 000 held-out training images 49.
+release, q = 0.1, σ = 5.1; ``benchmarks/results/subspace_snr.md``): full features 1.2; k = 64 directions
+of 100 sub-class centres 54 (100 k-means centres stand in for the DP ones); k = 64 directions of 2 000
+held-out training images 49.
 End to end the gain did not show (ε = 1, R = 50, K = 1 500, two secret keys, each shared by a pair of
 runs: 76.8 / 76.6 % with k = 64 against 76.6 / 76.8 % without, ``benchmarks/results/dp_subspace_fmnist_eps1*.md``): S is fitted to all R
 releases at once, which already averages their noise, and the projection drops what lies outside the
