@@ -22,7 +22,10 @@ from pathlib import Path
 
 import torch
 
+from securedc.batching import chunked
 from securedc.data.registry import load_dataset
+from securedc.discrepancy import create_discrepancy
+from securedc.functional import class_means
 from securedc.kmeans import kmeans_centres
 from securedc.models.registry import create_model
 from securedc.subspace import principal_basis
@@ -33,7 +36,7 @@ SIGMA, Q = 5.119, 0.1  # ε = 1, R = 50, δ = 1e-5 (dp_bank_fmnist_centres.md)
 
 def _embed(net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([net.embed(images[i:i + 1000]) for i in range(0, len(images), 1000)]).float()
+        return chunked(net.embed, images, 1000).float()
 
 
 def main() -> None:
@@ -55,16 +58,18 @@ def main() -> None:
     for seed in range(args.networks):
         net = create_model("convnet", in_channels=1, num_classes=bundle.num_classes, image_size=(28, 28),
                            mean=bundle.mean, std=bundle.std, generator=torch.Generator().manual_seed(seed)).eval()
-        centre = public_center(net, bundle.image_shape, generator=torch.Generator().manual_seed(100 + seed))
-        features = _embed(net, x) - centre
+        features = _embed(net, x)
+        # the DP-mode per-sample vectors exactly as the distribution term makes them (centre, basis, normalise)
+        disc = create_discrepancy("mean-embedding", normalize=True)
+        disc.center = public_center(net, bundle.image_shape, generator=torch.Generator().manual_seed(100 + seed))
 
         def snr(source: str, basis: torch.Tensor | None) -> dict:
-            f = features if basis is None else features @ basis
-            f = f / (f.norm(dim=1, keepdim=True) + 1e-8)
-            means = torch.stack([f[y == c].mean(0) for c in range(bundle.num_classes)])
+            disc.basis = basis
+            means = class_means(disc.real_vectors(features), y, bundle.num_classes)
             between = float((means - means.mean(0)).pow(2).sum(1).mean())
-            noise = f.shape[1] * tau2
-            return {"network": seed, "source": source, "width": f.shape[1], "between_class": round(between, 4),
+            width = means.shape[1]
+            noise = width * tau2
+            return {"network": seed, "source": source, "width": width, "between_class": round(between, 4),
                     "noise_energy": round(noise, 5), "ratio": round(between / noise, 1)}
 
         rows.append(snr("full features", None))

@@ -234,7 +234,7 @@ def statistics_signature(
         "terms": [t.name for t in build_terms(config)],
         "private": bool(config.privacy.private),
         "clip": cfg["privacy"]["clip"],
-        "subspace": int(config.privacy.subspace) if config.privacy.private else 0,
+        "subspace": int(config.privacy.subspace),
         "adversarial": cfg["adversarial"] if config.adversarial.enabled else None,
         "image_shape": [int(v) for v in image_shape],
         "num_classes": int(num_classes),

@@ -67,9 +67,8 @@ def principal_basis(rows: Tensor, k: int) -> Tensor:
     rows = rows.double()
     _, _, vh = torch.linalg.svd(rows - rows.mean(0), full_matrices=False)
     basis = vh[:k].T
-    pivot = basis.abs().argmax(dim=0)
-    signs = torch.sign(basis[pivot, torch.arange(k)])
-    return (basis * torch.where(signs == 0, torch.ones_like(signs), signs)).float()
+    pivot = basis.abs().argmax(dim=0)  # a unit column's largest entry is never 0
+    return (basis * torch.sign(basis[pivot, torch.arange(k)])).float()
 
 
 def release_basis(network: nn.Module, images: Tensor, k: int) -> Tensor:

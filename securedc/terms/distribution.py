@@ -103,7 +103,7 @@ class DistributionTerm(Term):
             discrepancy=config.discrepancy,
             private=config.privacy.private,
             discrepancy_kwargs=config.discrepancy_kwargs,
-            subspace=config.privacy.subspace if config.privacy.private else 0,
+            subspace=config.privacy.subspace,
             weight=config.dist_weight,
             clip=config.privacy.clip,
         )
