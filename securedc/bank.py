@@ -35,6 +35,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -243,9 +244,18 @@ def statistics_signature(
     }
 
 
+#: Signature fields added after the first banks were written, with the value an older bank implies.
+SIGNATURE_DEFAULTS: Mapping[str, Any] = MappingProxyType({"subspace": 0})
+
+
+def saved_signature(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A loaded bank's signature, completed with :data:`SIGNATURE_DEFAULTS` for fields it predates."""
+    return {**SIGNATURE_DEFAULTS, **(meta.get("signature") or {})}
+
+
 def check_bank_matches(meta: Mapping[str, Any], signature: Mapping[str, Any], *, source: Any) -> None:
     """Raise :class:`DataError` naming every field where a loaded bank disagrees with the run."""
-    saved = {"subspace": 0, **(meta.get("signature") or {})}  # banks from before the subspace option
+    saved = saved_signature(meta)
     differing = [k for k in signature if saved.get(k) != signature[k]]
     if differing:
         detail = ", ".join(f"{k}: bank {saved.get(k)!r} vs run {signature[k]!r}" for k in differing[:3])
@@ -262,7 +272,7 @@ def config_for_bank(config: Any, meta: Mapping[str, Any]) -> Any:
     privacy = meta.get("privacy") or {}
     epsilon = float(privacy.get("target_epsilon", math.inf)) if privacy.get("private") else math.inf
     init = ("prototype" if meta.get("prototypes") else "noise") if config.init == "auto" else config.init
-    subspace = int((meta.get("signature") or {}).get("subspace") or 0)
+    subspace = int(saved_signature(meta)["subspace"])
     if init in REAL_DATA_INITS:
         raise ConfigError("--from-bank cannot initialise from real images (the bank holds no images); use --init noise")
     return dataclasses.replace(

@@ -138,19 +138,16 @@ def _run_local(
     if config.adversarial.soft_labels:  # post-processing of S by the robust teacher: no privacy cost
         from securedc.terms.adversarial import soft_labels_for
 
-        teacher = None
-        if config.adversarial.robust_extractor is not None:
-            from securedc.robust import load_extractor
-
-            teacher = load_extractor(config.adversarial.robust_extractor, condenser.make_network(0))
-        elif mechanism is not None and not mechanism.private:
+        teacher, extractor_path = None, config.adversarial.robust_extractor  # a file: read by the term or below
+        if extractor_path is None and mechanism is not None and not mechanism.private:
             teacher, teacher_description = _real_data_teacher(config, bundle, say)
-        elif config.privacy.private:
+        elif extractor_path is None and config.privacy.private:
             say(Notice("warning", "the soft-label teacher is trained on S only (no --robust-extractor): on FMNIST its "
                                   "soft labels raised PGD-20 but not AutoAttack accuracy; a teacher trained on data "
                                   "you declare public did (docs/audits.md)", label="soft labels"))
         soft = soft_labels_for(condenser.terms, result.images, result.labels, model_factory=condenser.make_network,
                                temperature=config.adversarial.soft_label_temperature, teacher=teacher,
+                               extractor_path=extractor_path,
                                eps=config.adversarial.eps, epochs=config.adversarial.extractor_epochs)
     return Condensation(images=result.images, labels=result.labels, config=config, result=result, bundle=bundle,
                         soft_labels=soft, bank_path=saved, teacher=teacher_description)

@@ -192,6 +192,26 @@ def test_soft_labels_without_the_term(digits, tmp_path):
     torch.testing.assert_close(cond.soft_labels, expected)
 
 
+def test_the_term_and_its_soft_labels_share_one_read_of_the_extractor_file(digits, tmp_path, monkeypatch):
+    """With the term on and --robust-extractor, the soft labels come from the very network the term
+    matched under (not a real-data teacher, even in a non-private run), read from its file once."""
+    import securedc.robust
+    from securedc.condensation import run_condensation
+    from securedc.robust import soft_labels_from
+
+    path = tmp_path / "ext.safetensors"
+    save_extractor(path, _net(digits, 4))
+    expected_net = load_extractor(path, _net(digits))
+    reads = []
+    real_load = securedc.robust.load_extractor
+    monkeypatch.setattr(securedc.robust, "load_extractor", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+    adv = AdversarialConfig(eps=8 / 255, soft_labels=True, robust_extractor=str(path))
+    cond = run_condensation(CondenseConfig(ipc=1, iterations=2, batch_real=8, adversarial=adv), digits)
+    assert "adversarial" in [t["name"] for t in cond.result.terms]
+    assert reads == [str(path)] and cond.teacher is None
+    torch.testing.assert_close(cond.soft_labels, soft_labels_from(expected_net, cond.images))
+
+
 def _part(digits, keep: slice, name: str) -> DatasetBundle:
     return dataclasses.replace(digits, name=name, train_images=digits.train_images[keep],
                                train_labels=digits.train_labels[keep], source=f"digits ({name} part)", fingerprint="")

@@ -276,12 +276,10 @@ class AdversarialTerm(Term):
         return int(getattr(ctx, "release", ctx.step)) // self.retrain_every
 
     def _ensure_extractor(self, ctx: StepContext) -> None:
-        from securedc.robust import load_extractor, train_robust_extractor
+        from securedc.robust import train_robust_extractor
 
         if self.extractor_path is not None:
-            if self._extractor is None:
-                self._extractor = load_extractor(self.extractor_path, ctx.model_factory(0))
-                self._extractor_round = 0
+            self._loaded_extractor(ctx.model_factory)
             return
         rnd = self._round_of(ctx)
         if self._extractor is not None and self._extractor_round == rnd:
@@ -306,13 +304,21 @@ class AdversarialTerm(Term):
             p.requires_grad_(False)
         self._extractor, self._extractor_round = net, rnd
 
-    def teacher(self, images: Tensor, labels: Tensor, model_factory: "Callable[[int], nn.Module]") -> nn.Module:
-        """The robust teacher for soft labels: the loaded public extractor, or one more adversarial-training
-        round on the final synthetic set, warm-started from the last round (post-processing of S)."""
+    def _loaded_extractor(self, model_factory: "Callable[[int], nn.Module]") -> nn.Module:
+        """The ``extractor_path`` network, read from its file once per term."""
         from securedc.robust import load_extractor
 
+        if self._extractor is None:
+            self._extractor = load_extractor(str(self.extractor_path), model_factory(0))
+            self._extractor_round = 0
+        return self._extractor
+
+    def teacher(self, images: Tensor, labels: Tensor, model_factory: "Callable[[int], nn.Module]") -> nn.Module:
+        """The robust teacher for soft labels: the loaded public extractor (the one the term matched
+        under), or one more adversarial-training round on the final synthetic set, warm-started from
+        the last round (post-processing of S)."""
         if self.extractor_path is not None:
-            return load_extractor(self.extractor_path, model_factory(0))
+            return self._loaded_extractor(model_factory)
         return synthetic_teacher(images, labels, model_factory, eps=self.eps, epochs=self.extractor_epochs,
                                  warm_start=self._rounds[max(self._rounds)] if self._rounds else None)
 
@@ -419,21 +425,25 @@ class AdversarialTerm(Term):
 
 def soft_labels_for(
     terms: "list[Term]", images: Tensor, labels: Tensor, *, model_factory: Callable[[int], nn.Module],
-    temperature: float = 1.0, teacher: nn.Module | None = None, eps: float | None = None, epochs: int = 30,
+    temperature: float = 1.0, teacher: nn.Module | None = None, extractor_path: str | None = None,
+    eps: float | None = None, epochs: int = 30,
 ) -> Tensor | None:
     """Per-image soft labels ``[M, C]`` of the final synthetic set from a robust teacher (post-processing of S).
 
-    The teacher is ``teacher`` when given (a declared-public file, or a non-private run's teacher
-    trained on the real data), else that of the run's robust-features term; a run without the term
-    (``adv_weight=0``) gets one adversarially trained on S only at radius ``eps`` for ``epochs``
-    epochs (fast AT, the term's recipe). ``None`` when there is neither a teacher, a term nor ``eps``.
+    The teacher is ``teacher`` when given (a non-private run's teacher trained on the real data),
+    else that of the run's robust-features term (its declared-public extractor file, read once, or
+    its last round trained on S), else the network in ``extractor_path`` (a declared-public file
+    given with ``adv_weight=0``); otherwise one adversarially trained on S only at radius ``eps``
+    for ``epochs`` epochs (fast AT, the term's recipe). ``None`` when there is none of these.
     """
-    from securedc.robust import soft_labels_from
+    from securedc.robust import load_extractor, soft_labels_from
 
     if teacher is None:
         term = next((t for t in terms if isinstance(t, AdversarialTerm) and t.mode == "robust-features"), None)
         if term is not None:
             teacher = term.teacher(images, labels, model_factory)
+        elif extractor_path is not None:
+            teacher = load_extractor(extractor_path, model_factory(0))
         elif eps:
             teacher = synthetic_teacher(images, labels, model_factory, eps=eps, epochs=epochs)
         else:
