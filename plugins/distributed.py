@@ -116,6 +116,9 @@ def separability_problems(config: CondenseConfig) -> list[str]:
     adv = config.adversarial
     if adv.enabled and adv.attack_network == "synthetic":
         out.append("--adv-network synthetic trains the attack network on the synthetic images of all classes")
+    if adv.enabled and adv.weight > 0 and adv.mode == "robust-features" and adv.robust_extractor is None:
+        out.append("--adv-eps trains the robust extractor on the synthetic images of all classes; give "
+                   "--robust-extractor FILE or --adv-weight 0")
     return out
 
 

@@ -8,6 +8,7 @@ callback (:mod:`securedc.notices`) and never prints.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from torch import Tensor
 from securedc.condenser import Condenser, CondenseResult, ProgressEvent
 from securedc.config import CondenseConfig
 from securedc.data import DatasetBundle
+from securedc.errors import ConfigError
 from securedc.notices import Notice, Progress, notifier
 from securedc.public_extractor import FINGERPRINT_KEY
 
@@ -135,22 +137,40 @@ def _run_local(
         say(Notice("info", str(bank_path), label="statistics bank"))
         saved = bank_path
     soft = teacher_description = None
-    if config.adversarial.soft_labels:  # post-processing of S by the robust teacher: no privacy cost
-        from securedc.terms.adversarial import soft_labels_for
-
-        teacher, extractor_path = None, config.adversarial.robust_extractor  # a file: read by the term or below
-        if extractor_path is None and mechanism is not None and not mechanism.private:
-            teacher, teacher_description = _real_data_teacher(config, bundle, say)
-        elif extractor_path is None and config.privacy.private:
-            say(Notice("warning", "the soft-label teacher is trained on S only (no --robust-extractor): on FMNIST its "
-                                  "soft labels raised PGD-20 but not AutoAttack accuracy; a teacher trained on data "
-                                  "you declare public did (docs/audits.md)", label="soft labels"))
-        soft = soft_labels_for(condenser.terms, result.images, result.labels, model_factory=condenser.make_network,
-                               temperature=config.adversarial.soft_label_temperature, teacher=teacher,
-                               extractor_path=extractor_path,
-                               eps=config.adversarial.eps, epochs=config.adversarial.extractor_epochs)
+    if config.adversarial.soft_labels:
+        soft, teacher_description = _soft_labels(
+            config, bundle, result.images, result.labels, terms=condenser.terms, make_network=condenser.make_network,
+            real_data_teacher=mechanism is not None and not mechanism.private, say=say)
     return Condensation(images=result.images, labels=result.labels, config=config, result=result, bundle=bundle,
                         soft_labels=soft, bank_path=saved, teacher=teacher_description)
+
+
+def _soft_labels(
+    config: CondenseConfig, bundle: DatasetBundle, images: Tensor, labels: Tensor, *, terms: list[Any],
+    make_network: Callable[[int], Any], real_data_teacher: bool, say: Progress,
+) -> tuple[Tensor | None, dict[str, Any] | None]:
+    """Per-image soft labels of the final S from the robust teacher (post-processing of S: no privacy cost),
+    and how that teacher was trained when it was trained on the real data.
+
+    The teacher: the ``--robust-extractor`` file (the term's own copy when the term is on); else,
+    when ``real_data_teacher`` (a non-private run that read the real data, not a re-condensation
+    from a bank), one adversarially trained on the real training data; else one trained on S only.
+    """
+    from securedc.terms.adversarial import soft_labels_for
+
+    teacher = description = None
+    extractor_path = config.adversarial.robust_extractor
+    if extractor_path is None and real_data_teacher:
+        teacher, description = _real_data_teacher(config, bundle, say)
+    elif extractor_path is None and config.privacy.private:
+        say(Notice("warning", "the soft-label teacher is trained on S only (no --robust-extractor): on FMNIST its "
+                              "soft labels raised PGD-20 but not AutoAttack accuracy; a teacher trained on data "
+                              "you declare public did (docs/audits.md)", label="soft labels"))
+    soft = soft_labels_for(terms, images, labels, model_factory=make_network,
+                           temperature=config.adversarial.soft_label_temperature, teacher=teacher,
+                           extractor_path=extractor_path, eps=config.adversarial.eps,
+                           epochs=config.adversarial.extractor_epochs)
+    return soft, description
 
 
 def _real_data_teacher(config: CondenseConfig, bundle: DatasetBundle, say: Progress) -> tuple[Any, dict[str, Any]]:
@@ -204,7 +224,15 @@ def _run_distributed(
         say(Notice("warning", "exact statistics of the real data", label="not private"))
     if checkpoint is not None and not config.checkpoint_every:
         cleanup_rank_checkpoints(checkpoint, world)
-    return Condensation(images=result.images, labels=result.labels, config=config, result=result, bundle=bundle)
+    soft = teacher_description = None
+    if config.adversarial.soft_labels:  # rank 0 holds the gathered S: one teacher labels every class
+        whole = Condenser(config, num_classes=bundle.num_classes, image_shape=bundle.image_shape, mean=bundle.mean,
+                          std=bundle.std)
+        soft, teacher_description = _soft_labels(
+            config, bundle, result.images, result.labels, terms=whole.terms, make_network=whole.make_network,
+            real_data_teacher=not config.privacy.private, say=say)
+    return Condensation(images=result.images, labels=result.labels, config=config, result=result, bundle=bundle,
+                        soft_labels=soft, teacher=teacher_description)
 
 
 def run_condensation(
@@ -246,6 +274,9 @@ def run_condensation(
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     resume = Path(resume) if resume is not None else None
     if distributed if distributed is not None else launched_distributed():
+        if from_bank is not None or bank_path is not None:  # never silently read real data instead of the bank
+            raise ConfigError("--from-bank and --save-bank run in one process (a bank holds the releases of every "
+                              "class); run them without torchrun")
         return _run_distributed(config, bundle, say=say, checkpoint=checkpoint, resume=resume)
     return _run_local(config, bundle, say=say, checkpoint=checkpoint, resume=resume,
                       from_bank=Path(from_bank) if from_bank is not None else None,

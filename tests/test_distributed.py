@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 import securedc
-from securedc.config import CondenseConfig
+from securedc.config import AdversarialConfig, CondenseConfig
 from securedc.errors import ConfigError
 from securedc.export import load_condensed
 from securedc.plugins.distributed import (
@@ -34,6 +35,11 @@ def test_split_classes_is_a_partition(classes, world):
 def test_coupled_options_are_refused(digits, monkeypatch):
     assert separability_problems(CondenseConfig()) == []
     assert len(separability_problems(CondenseConfig(learn_lr=True))) == 1
+    robust = AdversarialConfig(eps=8 / 255)  # the term's extractor would be trained on one rank's classes only
+    assert "--robust-extractor" in separability_problems(CondenseConfig(adversarial=robust))[0]
+    for fine in (dataclasses.replace(robust, robust_extractor="ext.safetensors"),
+                 dataclasses.replace(robust, weight=0.0, soft_labels=True)):
+        assert separability_problems(CondenseConfig(adversarial=fine)) == []
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="learn-lr"):
         fit_distributed(CondenseConfig(learn_lr=True, iterations=1), digits)
@@ -49,6 +55,34 @@ def test_single_process_fallback_equals_condenser(digits):
     cfg = CondenseConfig(ipc=1, iterations=2, batch_real=8)
     result = fit_distributed(cfg, digits)
     assert torch.equal(result.images, securedc.condense(digits, config=cfg, ipc=1).images)
+
+
+def test_soft_labels_of_a_distributed_run_equal_one_process(digits, tmp_path):
+    """Rank 0 labels the gathered S with the same teacher as a one-process run (`distributed=True`
+    runs the rank-0 path; one rank when not launched); before, a distributed run dropped them."""
+    from securedc.condensation import run_condensation
+    from securedc.models.registry import seeded_model
+    from securedc.robust import save_extractor
+
+    path = tmp_path / "ext.safetensors"
+    save_extractor(path, seeded_model("convnet", seed=4, in_channels=1, num_classes=10, image_size=(8, 8),
+                                      mean=digits.mean, std=digits.std))
+    adv = AdversarialConfig(eps=8 / 255, weight=0.0, soft_labels=True, robust_extractor=str(path))
+    cfg = CondenseConfig(ipc=1, iterations=2, batch_real=8, adversarial=adv)
+    local = run_condensation(cfg, digits, distributed=False)
+    split = run_condensation(cfg, digits, distributed=True)
+    assert torch.equal(split.images, local.images) and split.soft_labels is not None
+    torch.testing.assert_close(split.soft_labels, local.soft_labels)
+
+
+def test_bank_options_are_refused_under_torchrun(digits, tmp_path):
+    """A distributed run must not quietly condense the real data when asked to re-condense a bank."""
+    from securedc.condensation import run_condensation
+
+    cfg = CondenseConfig(ipc=1, iterations=2, batch_real=8)
+    for option in ({"from_bank": tmp_path / "x.bank.safetensors"}, {"bank_path": tmp_path / "y.bank.safetensors"}):
+        with pytest.raises(ConfigError, match="without torchrun"):
+            run_condensation(cfg, digits, distributed=True, **option)
 
 
 SCRIPT = """
