@@ -145,6 +145,19 @@ def _paired(rows: dict[str, list[dict]], base: str = "dm") -> dict[str, dict[str
     return out
 
 
+def merge_rows(runs: list[dict[str, list[dict]]]) -> dict[str, list[dict]]:
+    """Union of several runs' per-seed rows (e.g. one run per training protocol): one row per set and seed
+    with every run's metrics; a metric measured twice keeps the first run's value."""
+    out: dict[str, dict[int, dict]] = {}
+    for rows in runs:
+        for name, rs in rows.items():
+            for r in rs:
+                merged = out.setdefault(name, {}).setdefault(r["seed"], {})
+                for key, value in r.items():
+                    merged.setdefault(key, value)
+    return {name: [by_seed[s] for s in sorted(by_seed)] for name, by_seed in out.items()}
+
+
 def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float) -> str:
     """Write ``OUT.json`` and ``OUT.md`` from the rows measured so far; returns the Markdown."""
     measured = sorted({r["seed"] for rs in rows.values() for r in rs})
@@ -196,8 +209,11 @@ def _write(rows: dict[str, list[dict]], args: argparse.Namespace, elapsed: float
         f"# Robustness benchmark: {args.dataset} IPC {args.ipc}, L∞ {args.eps}"
         + ("" if args.epsilon == "inf" else f", DP ε = {args.epsilon}"),
         "",
-        f"Machine: {protocol['machine']}. Mean ± sd over seeds {measured} (of {args.seeds} asked). Command: "
-        f"`python benchmarks/robust_fmnist.py --dataset {args.dataset} --epsilon {args.epsilon} --seeds {' '.join(map(str, args.seeds))} --variants {' '.join(args.variants)} "
+        f"Machine: {protocol['machine']}. Mean ± sd over seeds {measured} (of {args.seeds} asked). "
+        + (f"Merged (`python benchmarks/robust_fmnist.py --merge {' '.join(args.merge)} --out {args.out}`) from runs "
+           "with the same seeds and settings, one per training protocol; their commands are in the merged files' "
+           "Markdown. Settings: " if args.merge else "Command: ")
+        + f"`python benchmarks/robust_fmnist.py --dataset {args.dataset} --epsilon {args.epsilon} --seeds {' '.join(map(str, args.seeds))} --variants {' '.join(args.variants)} "
         f"--iterations {args.iterations} --batch-real {args.batch_real} --eps {args.eps} --eval-epochs {args.eval_epochs} "
         f"--eval-dsa {args.eval_dsa} --test {args.test} --aa-test {args.aa_test} --protocols {' '.join(args.protocols)} "
         f"--out {args.out}`",
@@ -249,10 +265,19 @@ def main() -> None:
                     help="declare this many training images public: the teacher variant's soft labels come from a "
                          "network adversarially trained on them, everything else uses the rest (DP with a public teacher)")
     ap.add_argument("--out", default="benchmarks/results/robust_fmnist")
+    ap.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                    help="write OUT from the per-seed rows of these earlier runs (same seeds and settings, e.g. one per "
+                         "training protocol); runs nothing")
     ap.add_argument("--render", action="store_true",
                     help="rewrite OUT.md (and OUT.json's summaries) from OUT.json's per-seed rows; runs nothing")
     args = ap.parse_args()
     eps = parse_number(args.eps, name="--eps")
+    if args.merge:
+        saved = [json.loads(Path(p).read_text()) for p in args.merge]
+        args.teacher_description = saved[0]["protocol"].get("public_teacher")
+        args.protocols = list(dict.fromkeys(p for s in saved for p in s["protocol"]["protocols"]))
+        print(_write(merge_rows([s["per_seed"] for s in saved]), args, sum(s["total_seconds"] for s in saved)))
+        return
     if args.render:
         saved = json.loads(Path(args.out).with_suffix(".json").read_text())
         args.teacher_description = saved["protocol"].get("public_teacher")

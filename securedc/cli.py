@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from securedc.cli_render import Renderer, owner_row, print_gates, print_summary
+from securedc.config import DSA_DEFAULT
 from securedc.errors import CertificationError, ConfigError, SecuredcError
 
 app = typer.Typer(
@@ -49,9 +50,13 @@ def flag_for(field: str) -> str:
     Example:
         >>> flag_for("privacy.epsilon"), flag_for("adversarial.eps"), flag_for("lr_img"), flag_for("eval.models")
         ('--epsilon', '--adv-eps', '--lr-img', '--eval-models')
+        >>> flag_for("--adv-train-eps")  # already a flag
+        '--adv-train-eps'
     """
     from securedc.config import ADVERSARIAL_OPTIONS
 
+    if field.startswith("--"):
+        return field
     if field in _FLAGS:
         return _FLAGS[field]
     section, _, name = field.rpartition(".")
@@ -147,7 +152,7 @@ def condense(
     batch_real: Annotated[int, typer.Option(help="real images per class per release (DP: at most this many expected; caps the rule's q)", rich_help_panel="Condensation")] = 256,
     real_chunk: Annotated[int, typer.Option(help="images per network pass, real and synthetic side (0 = automatic, cache-sized on CPU)", rich_help_panel="Condensation")] = 0,
     real_precision: Annotated[str, typer.Option(help="real-side network forward: fp32, bf16 or auto (bf16 where native)", rich_help_panel="Condensation")] = "auto",
-    dsa: Annotated[str, typer.Option(help="DSA strategy or 'none'", rich_help_panel="Condensation")] = "color_crop_cutout_flip_scale_rotate",
+    dsa: Annotated[str, typer.Option(help="DSA strategy or 'none'", rich_help_panel="Condensation")] = DSA_DEFAULT,
     grad_weight: Annotated[float, typer.Option(help="weight of the DP gradient-matching term (0 = off)", rich_help_panel="Condensation")] = 0.0,
     epsilon: Annotated[str, typer.Option(help="DP target epsilon (inf = not private)", rich_help_panel="Privacy")] = "inf",
     delta: Annotated[Optional[str], typer.Option(help="DP delta (default: below 1/N)", rich_help_panel="Privacy")] = None,
@@ -220,28 +225,51 @@ def evaluate(
     models: Annotated[int, typer.Option(help="fresh models")] = 3,
     epochs: Annotated[int, typer.Option(help="epochs per model")] = 300,
     model: Annotated[str, typer.Option(help="architecture")] = "convnet",
+    dsa: Annotated[str, typer.Option(help="training augmentation: a DSA strategy, or 'none' (the plain protocol: no augmentation)")] = DSA_DEFAULT,
+    labels: Annotated[str, typer.Option(help="'auto': the file's soft labels (KD loss) when it has them, else its labels; 'hard': its labels only")] = "auto",
+    adv_train_eps: Annotated[str, typer.Option(help="train adversarially (fast AT: FGSM from a random start, the robustness audit's recipe) at this L-inf radius, e.g. 8/255; 0 = standard training")] = "0",
     seed: Annotated[int, typer.Option()] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Train fresh models on a condensed file and report test accuracy."""
+    """Train fresh models on a condensed file and report test accuracy.
+
+    A file written with --soft-labels is trained on its soft labels (the KD loss), as the
+    plugins do; --labels hard ignores them. --dsa none gives the plain protocol (no augmentation).
+    """
     from securedc.api import as_bundle
-    from securedc.config import EvalConfig
-    from securedc.errors import DataError
+    from securedc.config import EvalConfig, parse_number
+    from securedc.errors import DataError, Problem
     from securedc.evaluate import evaluate_set
     from securedc.export import load_condensed
+    from securedc.robust import PGDRecipe
 
+    problems = [Problem(flag, f"must be >= 1 (got {value})") for flag, value in (("--models", models), ("--epochs", epochs))
+                if value < 1]
+    if labels not in ("auto", "hard"):
+        problems.append(Problem("--labels", f"must be 'auto' or 'hard' (got {labels!r})"))
+    eps = parse_number(adv_train_eps, name="--adv-train-eps")
+    if not 0 <= eps <= 1:
+        problems.append(Problem("--adv-train-eps", f"must be in [0, 1] in pixel units, e.g. 8/255 (got {adv_train_eps})"))
+    if problems:
+        raise ConfigError(problems=problems)
+    config = EvalConfig(models=models, epochs=epochs, model=model, dsa=dsa)
+    recipe = PGDRecipe.fast(eps) if eps > 0 else None
     cs = load_condensed(file)
     bundle = as_bundle(dataset or cs.manifest["dataset"]["name"], root=str(data_root) if data_root else None)
     if tuple(cs.images.shape[1:]) != bundle.image_shape:
         raise DataError(f"{file} holds {tuple(cs.images.shape[1:])} images but {bundle.name} has {bundle.image_shape}")
+    soft = cs.soft_labels if labels == "auto" else None
     res = evaluate_set(
         cs.images, cs.labels, bundle.test_images, bundle.test_labels, num_classes=bundle.num_classes,
-        mean=bundle.mean, std=bundle.std, config=EvalConfig(models=models, epochs=epochs, model=model), seed=seed,
+        mean=bundle.mean, std=bundle.std, config=config, seed=seed, soft_labels=soft, adversarial=recipe,
     )
+    protocol = {"labels": "soft" if soft is not None else "hard", "dsa": dsa,
+                "training": "standard" if recipe is None else recipe.describe()}
     if json_out:
-        typer.echo(json.dumps(res.to_dict()))
+        typer.echo(json.dumps({**res.to_dict(), **protocol}))
     else:
-        Console().print(f"{file}: test accuracy {res}")
+        how = f"{protocol['labels']} labels, augmentation {dsa}" + ("" if recipe is None else f", fast AT at {adv_train_eps}")
+        Console().print(f"{file}: test accuracy {res}; {how}", markup=False)
 
 
 @app.command("audit")

@@ -20,6 +20,9 @@ from securedc.devices import device_problem, resolve_device
 from securedc.errors import ConfigError, PrivacyError, Problem
 from securedc.jsonsafe import json_ready
 
+DSA_DEFAULT = "color_crop_cutout_flip_scale_rotate"
+"""The DSA strategy of condensation and of the evaluation protocol (Zhao & Bilen, ICML 2021)."""
+
 __all__ = [
     "parse_number",
     "default_delta",
@@ -301,7 +304,7 @@ class EvalConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
-    dsa: str = "color_crop_cutout_flip_scale_rotate"
+    dsa: str = DSA_DEFAULT
     model: str = "convnet"
 
     def problems(self) -> list[Problem]:
@@ -407,7 +410,7 @@ class CondenseConfig:
     batch_real: int = 256
     real_chunk: int = 0
     real_precision: Literal["auto", "fp32", "bf16"] = "auto"
-    dsa: str = "color_crop_cutout_flip_scale_rotate"
+    dsa: str = DSA_DEFAULT
     flip: bool | None = None
     grad_weight: float = 0.0
     dist_weight: float = 1.0

@@ -133,3 +133,37 @@ def test_cli_import_leaves_heavy_optional_imports_for_first_use() -> None:
             "print(a.epsilon() > 0, 'opacus' in sys.modules, issubclass(KeyedPGD, sys.modules['torchattacks'].PGD))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split("\n")[:2] == ["[]", "True True True"], out.stdout
+
+
+def test_evaluate_trains_on_the_files_soft_labels(tmp_path) -> None:
+    """`securedc evaluate` trains on a file's soft labels (KD loss) unless `--labels hard`: soft labels that
+    name the next class make the models predict the next class, so accuracy collapses only when they are used."""
+    import torch.nn.functional as F
+
+    from securedc.data import load_dataset
+    from securedc.evaluate import random_subset
+    from securedc.export import save_condensed
+
+    b = load_dataset("digits")
+    x, y = random_subset(b.train_images, b.train_labels, 10, seed=0)
+    target = save_condensed(tmp_path / "soft.safetensors", x, y, {"dataset": {"name": "digits"}},
+                            soft_labels=F.one_hot((y + 1) % 10, 10).float())
+    common = ("evaluate", str(target), "--models", "1", "--epochs", "40", "--dsa", "none", "--json")
+    runs = {how: run_cli(*common, "--labels", how) for how in ("auto", "hard")}
+    out = {}
+    for how, proc in runs.items():
+        assert proc.returncode == 0, proc.stderr
+        out[how] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["auto"]["labels"] == "soft" and out["hard"]["labels"] == "hard"
+    assert out["auto"]["dsa"] == "none" and out["auto"]["training"] == "standard"
+    assert out["hard"]["mean"] > 0.5 and out["auto"]["mean"] < 0.2, out
+
+    robust = run_cli(*common, "--labels", "hard", "--adv-train-eps", "8/255", "--epochs", "5")  # the last --epochs wins
+    assert robust.returncode == 0, robust.stderr
+    assert json.loads(robust.stdout.strip().splitlines()[-1])["training"]["name"] == "fgsm-rs"
+
+    for bad, flag in ((["--labels", "x"], "--labels"), (["--adv-train-eps", "2"], "--adv-train-eps"),
+                      (["--models", "0"], "--models"), (["--dsa", "bogus"], "bogus")):
+        proc = run_cli("evaluate", str(target), *bad)
+        assert proc.returncode == 2 and flag in proc.stderr, (bad, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
