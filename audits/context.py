@@ -87,6 +87,9 @@ class AuditContext:
         prototypes: the release's own DP class prototypes (its bank's), when the audit runs right
             after the condensation; ``None`` on a re-audit of a file.
         privacy: the release's privacy section (noise multipliers of its prototypes), or ``None``.
+        soft_labels: the release's per-image soft labels (``--soft-labels``), or ``None``: models
+            trained on S by the utility and robustness audits use them (the KD loss), as a user
+            training on the file does.
         shared: work the audits of one run share so nothing is computed twice: the trained
             evaluation models (``shared["models"][(set, architecture)]``, set ∈ ``condensed``,
             ``random``, ``dp_baseline``; filled by the utility audit, attacked by the robustness
@@ -106,6 +109,7 @@ class AuditContext:
     settings: AuditConfig
     prototypes: Tensor | None = field(default=None, compare=False, repr=False)
     privacy: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    soft_labels: Tensor | None = field(default=None, compare=False, repr=False)
     shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

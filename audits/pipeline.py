@@ -130,6 +130,7 @@ def run_audits(
     options: dict[str, dict[str, Any]] | None = None,
     prototypes: Tensor | None = None,
     privacy: dict[str, Any] | None = None,
+    soft_labels: Tensor | None = None,
 ) -> AuditOutcome:
     """Run every registered audit that applies (utility, MIA, canary, robustness when adversarial), then certify.
 
@@ -149,6 +150,7 @@ def run_audits(
         prototypes, privacy: the release's own DP class prototypes and its privacy section, when
             auditing right after condensing (:attr:`AuditContext.prototypes`): a private release
             whose prototypes carry the whole budget is compared with them (paired baseline).
+        soft_labels: the release's soft labels, when it has them (:attr:`AuditContext.soft_labels`).
 
     Returns:
         :class:`AuditOutcome`.
@@ -158,7 +160,8 @@ def run_audits(
     t0 = time.perf_counter()
     ctx = AuditContext(images=images, labels=labels, members=members, nonmembers=nonmembers, test=test,
                        num_classes=num_classes, mean=tuple(mean), std=tuple(std), config=config,
-                       eval_config=eval_config, settings=audit, prototypes=prototypes, privacy=privacy)
+                       eval_config=eval_config, settings=audit, prototypes=prototypes, privacy=privacy,
+                       soft_labels=soft_labels)
     results: dict[str, AuditResult] = {}
     for name in registered_audits():
         auditor = create_audit(name, **(options or {}).get(name, {}))

@@ -654,7 +654,8 @@ class RobustnessAudit(Audit):
             ctx.images, ctx.labels, ctx.test[0], ctx.test[1], eps=ctx.config.adversarial.eps,
             eval_config=ctx.eval_config, seed=ctx.config.seed, quick=quick, autoattack=not quick, max_test=max_test,
             baseline=random_subset(ctx.members[0], ctx.members[1], ipc, seed=ctx.config.seed + 1),
-            dp_baseline=ctx.dp_baselines(), trained=trained, device=ctx.config.device, **ctx.meta,
+            dp_baseline=ctx.dp_baselines(), trained=trained, device=ctx.config.device,
+            soft_labels=ctx.soft_labels, **ctx.meta,
         )
 
     def run(self, images: Tensor, labels: Tensor, test_images: Tensor, test_labels: Tensor, *,

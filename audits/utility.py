@@ -52,6 +52,7 @@ def run_utility_audit(
     dp_baseline: Sequence[tuple[Tensor, Tensor]] | None = None,
     dp_baseline_kind: str = "independent",
     models_out: dict[tuple[str, str], tuple[Any, ...]] | None = None,
+    soft_labels: Tensor | None = None,
 ) -> AuditResult:
     """Accuracy of fresh models trained on S vs on a random real subset of the same size.
 
@@ -77,6 +78,8 @@ def run_utility_audit(
             in the notes and ``details["dp_baseline_kind"]``, and in the gate's reason.
         models_out: when given, receives the trained models under ``(set, architecture)`` with
             set ∈ ``condensed``, ``random``, ``dp_baseline`` (the robustness audit attacks them).
+        soft_labels: S's per-image soft labels (the file's ``soft_labels``): the models on S train on
+            them with the KD loss, as a user of the file does; the baselines keep their hard labels.
 
     Returns:
         :class:`AuditResult` named ``utility`` with metrics ``condensed_acc``, ``random_acc``,
@@ -113,8 +116,9 @@ def run_utility_audit(
     sets = [(arch, name, draws) for arch in architectures
             for name, draws in (("condensed", [(images, labels)]), ("random", [(rx, ry)]),
                                 ("dp_baseline", dp_baseline if private and arch == main else None)) if draws]
-    evals = evaluate_requests([EvalRequest(draws=draws, config=dataclasses.replace(eval_config, model=arch))
-                               for arch, _, draws in sets], test_images, test_labels, num_classes=num_classes,
+    evals = evaluate_requests([EvalRequest(draws=draws, config=dataclasses.replace(eval_config, model=arch),
+                                           soft_labels=soft_labels if name == "condensed" else None)
+                               for arch, name, draws in sets], test_images, test_labels, num_classes=num_classes,
                               mean=mean, std=std, seed=seed, device=device, keep_models=models_out is not None)
     results = {(arch, name): r for (arch, name, _), r in zip(sets, evals)}
     if models_out is not None:
@@ -133,6 +137,9 @@ def run_utility_audit(
         metrics[key] = metrics[N.per_architecture(key, main)]
     notes = [f"{eval_config.models} fresh model(s) per architecture and training set; the random subset has "
              f"{ipc} real image(s) per class drawn from the data the condenser saw"]
+    if soft_labels is not None:
+        notes.append("the models on S train on the release's soft labels (KD loss), as a user of the file does; "
+                     "the baselines on hard labels")
     if private:
         assert dp_baseline is not None
         dpb = results[(main, "dp_baseline")]
@@ -158,7 +165,8 @@ def run_utility_audit(
             "main_architecture": main,
             "ipc": ipc,
             "protocol": {"models": eval_config.models, "epochs": eval_config.epochs, "lr": eval_config.lr,
-                         "batch_size": eval_config.batch_size, "dsa": eval_config.dsa},
+                         "batch_size": eval_config.batch_size, "dsa": eval_config.dsa,
+                         "soft_labels": soft_labels is not None},
             "per_architecture": per_arch,
             **({"dp_baseline_kind": dp_baseline_kind} if math.isfinite(epsilon) else {}),
         },

@@ -45,6 +45,6 @@ class UtilityAudit(Audit):
         return run_utility_audit(
             images=ctx.images, labels=ctx.labels, train_images=ctx.members[0], train_labels=ctx.members[1],
             test_images=ctx.test[0], test_labels=ctx.test[1], eval_config=ctx.eval_config, seed=ctx.config.seed,
-            architectures=ctx.settings.architectures, device=ctx.config.device, **ctx.meta,
+            architectures=ctx.settings.architectures, device=ctx.config.device, soft_labels=ctx.soft_labels, **ctx.meta,
             **{**budget, **self.options},
         )

@@ -91,6 +91,7 @@ def audit_and_report(
     owner: dict[str, Any],
     progress: Progress | None = None,
     prototypes: Tensor | None = None,
+    soft_labels: Tensor | None = None,
 ) -> tuple[AuditOutcome, Path]:
     """Run every audit (accuracy on ``bundle``'s test set) and write ``report_dir`` (owner-only).
 
@@ -108,6 +109,7 @@ def audit_and_report(
         progress: receives :class:`~securedc.notices.Notice` s.
         prototypes: the release's own DP class prototypes (right after condensing; ``None`` on a
             re-audit): the paired DP baseline when they carry the whole budget (docs/audits.md).
+        soft_labels: the release's soft labels (models trained on S use them), or ``None``.
 
     Returns:
         ``(AuditOutcome, path of report.html)``.
@@ -122,7 +124,7 @@ def audit_and_report(
             images, labels, members=members, nonmembers=nonmembers, test=(bundle.test_images, bundle.test_labels),
             num_classes=bundle.num_classes, mean=bundle.mean, std=bundle.std, config=config, eval_config=eval_config,
             audit=audit, policy=policy, progress=lambda msg: say(Notice("status", f"auditing: {msg}")),
-            prototypes=prototypes, privacy=manifest.get("privacy"),
+            prototypes=prototypes, privacy=manifest.get("privacy"), soft_labels=soft_labels,
         )
     finally:
         say(Notice("audited"))

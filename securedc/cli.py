@@ -358,6 +358,11 @@ def inspect(
         table.add_row("privacy", "NOT differentially private")
     adv = m.get("adversarial", {})
     table.add_row("adversarial", f"eps={adv.get('eps'):.4g}, steps={adv.get('steps')}" if adv.get("enabled") else "off")
+    if cs.soft_labels is not None:
+        teacher = m.get("soft_label_teacher") or {}
+        how = ", ".join(f"{k}={v}" for k, v in teacher.items() if isinstance(v, (str, int, float))) or "not recorded"
+        table.add_row("soft labels", f"{tuple(cs.soft_labels.shape)}, mean top probability "
+                      f"{float(cs.soft_labels.max(dim=1).values.mean()):.2f} (trained on with the KD loss); teacher: {how}")
     audit = m.get("audit", {})
     table.add_row("audit", ("certified" if audit.get("certified") else "NOT certified")
                   + ("" if audit.get("ran") else " (audit not run)") + (" (forced export)" if audit.get("forced") else ""))

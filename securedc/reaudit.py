@@ -183,7 +183,7 @@ def audit_file(
         split=split, eval_config=eval_config, audit=audit, policy=policy,
         report_dir=Path(report_dir) if report_dir is not None else report_dir_for(path),
         epsilon_history=epsilon_history_from_privacy(m.get("privacy") or {}),
-        owner={**(owner or {}), "audit": {"split": split}}, progress=say,
+        owner={**(owner or {}), "audit": {"split": split}}, progress=say, soft_labels=cs.soft_labels,
     )
     if recertify:
         _recertify(path, m, owner, outcome, split, html)

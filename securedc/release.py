@@ -119,7 +119,7 @@ def _evaluation(cond: Condensation, eval_config: EvalConfig, say: Progress) -> d
             images=cond.images, labels=cond.labels, train_images=b.train_images, train_labels=b.train_labels,
             test_images=b.test_images, test_labels=b.test_labels, num_classes=b.num_classes, mean=b.mean, std=b.std,
             eval_config=eval_config, seed=cond.config.seed, architectures=(eval_config.model,),
-            device=cond.config.resolved_device,
+            device=cond.config.resolved_device, soft_labels=cond.soft_labels,
         )
     finally:
         say(Notice("audited"))
@@ -141,6 +141,7 @@ def _audited(cond: Condensation, full: DatasetBundle, split: dict[str, Any], *, 
         report_dir=report_dir_for(target), epsilon_history=cond.result.epsilon_history,
         owner=cond.owner_record(audit={"split": split}), progress=progress,
         prototypes=cond.result.bank.prototypes if cond.result.bank is not None else None,
+        soft_labels=cond.soft_labels,
     )
     certified = outcome.certification.certified
     forced = force and not certified

@@ -118,3 +118,20 @@ def test_default_condense_on_digits_wall_time(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "digits-ipc10.report" / "report.html").exists()
     assert seconds <= 300, f"default condense took {seconds:.0f} s"
+
+
+def test_soft_label_release_is_audited_with_its_soft_labels(tmp_path, lenient_policy) -> None:
+    """`--soft-labels`: the utility and robustness audits train the models on S with the file's soft labels,
+    and the MIA section says the soft labels are not attacked."""
+    quick = [*QUICK[:-8], "--audit-shadows", "0", "--audit-canaries", "0", "--batch-real", "32"]
+    proc = _run("condense", *quick, "--adv-eps", "8/255", "--adv-weight", "0", "--soft-labels", "--out", str(tmp_path),
+                "--name", "s", "--policy", str(lenient_policy), "--force")
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    assert load_condensed(tmp_path / "s.safetensors").soft_labels is not None
+    data = json.loads((tmp_path / "s.report" / "report.json").read_text())
+    results = data["results"]
+    assert results["utility"]["details"]["protocol"]["soft_labels"] is True
+    assert results["robustness"]["details"]["soft_labels"] is True
+    assert any("soft labels" in n for n in results["mia"]["notes"])
+    shown = _run("inspect", str(tmp_path / "s.safetensors"))
+    assert shown.returncode == 0 and "soft labels" in shown.stdout and "KD loss" in shown.stdout, shown.stdout

@@ -55,3 +55,20 @@ def test_utility_audit_errors(digits) -> None:
         run_utility_audit(x, y, b.train_images, b.train_labels, b.test_images, b.test_labels, architectures=(), **kw)
     with pytest.raises(DataError, match="same number of images per class"):
         run_utility_audit(x[:-1], y[:-1], b.train_images, b.train_labels, b.test_images, b.test_labels, **kw)
+
+
+def test_models_on_s_train_on_its_soft_labels(digits) -> None:
+    """A release's soft labels are what a user trains on: the audit's models on S use them (KD loss), the
+    baselines keep hard labels. Soft labels naming the next class collapse S's accuracy, not the subset's."""
+    import torch.nn.functional as F
+
+    b = digits
+    x, y = random_subset(b.train_images, b.train_labels, 5, seed=123)
+    wrong = F.one_hot((y + 1) % 10, 10).float()
+    kw = dict(num_classes=10, mean=b.mean, std=b.std, eval_config=FAST, seed=0, architectures=("convnet",))
+    hard = run_utility_audit(x, y, b.train_images, b.train_labels, b.test_images, b.test_labels, **kw)
+    soft = run_utility_audit(x, y, b.train_images, b.train_labels, b.test_images, b.test_labels, soft_labels=wrong, **kw)
+    assert hard.metrics["condensed_acc"] > 0.5 and soft.metrics["condensed_acc"] < 0.2
+    assert soft.metrics["random_acc"] == hard.metrics["random_acc"]  # the baseline is untouched
+    assert soft.details["protocol"]["soft_labels"] is True and hard.details["protocol"]["soft_labels"] is False
+    assert any("soft labels" in n for n in soft.notes)

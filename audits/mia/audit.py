@@ -44,8 +44,14 @@ class MembershipAudit(Audit):
         if mia_eval is None:  # DEFAULT_MIA_EVAL (2 models, 100 epochs, no DSA), never more than the evaluation protocol
             mia_eval = dataclasses.replace(DEFAULT_MIA_EVAL, models=min(DEFAULT_MIA_EVAL.models, ctx.eval_config.models),
                                            epochs=min(DEFAULT_MIA_EVAL.epochs, ctx.eval_config.epochs))
-        return run_mia(
+        result = run_mia(
             ctx.images, ctx.labels, members=ctx.members, nonmembers=ctx.nonmembers,
             shadow_fn=ctx.condense_fn() if settings.shadows else None, shadows=settings.shadows, eval_config=mia_eval,
             seed=ctx.config.seed, max_targets=targets, **ctx.meta, **self.options,
         )
+        if ctx.soft_labels is not None:
+            result.notes.append(
+                "not attacked: the release's soft labels. Target and shadow models train on hard labels (shadow "
+                "condensations make no teacher); a non-private run's teacher saw the members, so its soft labels "
+                "may reveal more than these attacks measure")
+        return result
