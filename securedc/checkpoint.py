@@ -33,7 +33,7 @@ from torch import Tensor
 from securedc.errors import DataError
 from securedc.io import atomic_write_bytes
 
-__all__ = ["save_checkpoint", "load_checkpoint", "optimizer_to_tensors", "optimizer_from_tensors", "CHECKPOINT_KIND"]
+__all__ = ["save_checkpoint", "load_checkpoint", "check_checkpoint", "optimizer_to_tensors", "optimizer_from_tensors", "CHECKPOINT_KIND"]
 
 CHECKPOINT_KIND = "securedc-checkpoint"
 _KEY = "securedc_checkpoint"
@@ -55,18 +55,31 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
     Raises:
         DataError: the file is missing or is not a securedc checkpoint.
     """
+    return _read(path, tensors=True)
+
+
+def check_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Its JSON record, reading no tensors: a cheap check before a long run resumes from ``path``.
+
+    Raises:
+        DataError: the file is missing or is not a securedc checkpoint.
+    """
+    return _read(path, tensors=False)[1]
+
+
+def _read(path: str | os.PathLike[str], *, tensors: bool) -> tuple[dict[str, Tensor], dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint {path} not found")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})[_KEY])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except (SafetensorError, KeyError, ValueError, OSError) as err:
         raise DataError(f"{path} is not a securedc checkpoint ({err})") from None
-    if meta.get("kind") != CHECKPOINT_KIND:
+    if not isinstance(meta, dict) or meta.get("kind") != CHECKPOINT_KIND:
         raise DataError(f"{path} is not a securedc checkpoint")
-    return tensors, meta
+    return out, meta
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:

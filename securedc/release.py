@@ -223,6 +223,10 @@ def release(
     out_dir = ensure_writable_dir(out)
     if audit is not None:  # every audit option is checked before the long computation
         policy, audit = resolve_policy(policy), audit.validate()
+    if resume is not None:  # a wrong --resume file fails before the data is loaded
+        from securedc.checkpoint import check_checkpoint
+
+        check_checkpoint(resume)
     say = notifier(progress)
     full = as_bundle(data, root=str(root) if root is not None else None, download=download)
     stem = name or f"{full.name}-ipc{config.ipc}"

@@ -77,13 +77,17 @@ BAD = [
     (["--discrepancy", "kl"], "choose one of"),
     (["--device", "cuda:7"], "cuda"),
     (["--device", "tpu"], "--device"),
+    (["--resume", "EMPTY"], "checkpoint"),  # checked before the data is loaded: no progress lines before it
+    (["--resume", "JUNK"], "not a securedc checkpoint"),
 ]
 
 
 @pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, cli, args, needle) -> None:
     """In-process (fast); the subprocess path is covered by the test below."""
-    args = [str(tmp_path / "empty") if a == "EMPTY" else a for a in args]
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    args = [str(tmp_path / "empty") if a == "EMPTY" else str(tmp_path / "junk.safetensors") if a == "JUNK" else a
+            for a in args]
     out = tmp_path / "out"
     res = cli("condense", *FAST, *args, "--out", str(out), *_no_audit())
     assert res.exit_code == 2, res.stderr
