@@ -235,7 +235,9 @@ class AdversarialConfig:
         extractor_epochs: adversarial-training epochs of the first extractor round on S.
         retrain_every: releases per extractor round (alternation with condensation).
         soft_labels: export per-image soft labels of S from the robust teacher.
-        soft_label_temperature: softmax temperature of the soft labels.
+        soft_label_temperature: softmax temperature of the soft labels; ``None`` (default) = 1, or
+            lower when the teacher's labels are flatter than
+            :data:`~securedc.robust.SOFT_LABEL_CONFIDENCE` on average (:func:`~securedc.robust.soft_labels_from`).
     """
 
     eps: float = 0.0
@@ -249,7 +251,7 @@ class AdversarialConfig:
     extractor_epochs: int = 30
     retrain_every: int = 50
     soft_labels: bool = False
-    soft_label_temperature: float = 1.0
+    soft_label_temperature: float | None = None
 
     @property
     def enabled(self) -> bool:
@@ -276,7 +278,8 @@ class AdversarialConfig:
         if self.extractor_epochs < 0 or self.retrain_every < 1:
             out.append(Problem("adversarial.extractor_epochs", f"must be >= 0 and adversarial.retrain_every >= 1 (got "
                                                                   f"{self.extractor_epochs}, {self.retrain_every})"))
-        if not (math.isfinite(self.soft_label_temperature) and self.soft_label_temperature > 0):
+        if self.soft_label_temperature is not None and not (
+                math.isfinite(self.soft_label_temperature) and self.soft_label_temperature > 0):
             out.append(Problem("adversarial.soft_label_temperature", f"must be > 0 (got {self.soft_label_temperature})"))
         return out
 

@@ -74,3 +74,25 @@ def test_plugin_condense_can_certify(digits, tmp_path) -> None:
         condense(digits, ipc=1, iterations=2, batch_real=16, device="cpu", cache_dir=tmp_path,
                  audit=AuditConfig(shadows=0, canaries=0), policy=load_policy(None, mia_max_auc=0.0),
                  eval_config=EvalConfig(models=1, epochs=2))
+
+
+@pytest.mark.parametrize("soft", [True, False])
+def test_refusal_names_the_soft_labels_when_utility_fails(tmp_path, soft) -> None:
+    """A release whose models trained on its soft labels and failed the utility gate is told to try without them."""
+    import math
+
+    from securedc.audits.base import AuditResult
+    from securedc.audits.certify import Policy, certify
+    from securedc.audits.pipeline import AuditOutcome
+    from securedc.release import Release
+
+    utility = AuditResult(name="utility", metrics={"condensed_acc": 0.5, "random_acc": 0.9}, passed=None,
+                          details={"protocol": {"soft_labels": soft}})
+    cert = certify({"utility": utility}, Policy(), claimed_epsilon=math.inf, adversarial=False)
+    assert "utility" in [g.name for g in cert.failed]
+    refused = Release(condensation=None, path=tmp_path / "s.safetensors", manifest={}, owner={},
+                      audit=AuditOutcome(results={"utility": utility}, certification=cert, seconds=0.0),
+                      report=tmp_path / "s.report" / "report.html", written=False)
+    with pytest.raises(CertificationError) as err:
+        refused.check()
+    assert ("--soft-labels" in str(err.value)) is soft and "--force" in str(err.value)

@@ -147,3 +147,26 @@ def test_extractor_weights_round_trip(tmp_path, digits):
     other = seeded_model("mlp", seed=0, in_channels=1, num_classes=10, image_size=(8, 8), mean=digits.mean, std=digits.std)
     with pytest.raises(DataError, match="does not fit"):
         load_extractor(p, other)
+
+
+def test_flat_soft_labels_are_sharpened_confident_ones_kept(digits) -> None:
+    """``temperature=None``: a weak teacher's near-uniform labels are sharpened to a mean top probability
+    of SOFT_LABEL_CONFIDENCE (argmax unchanged); a confident teacher's labels are its plain softmax."""
+    from torch import nn
+
+    from securedc.robust import SOFT_LABEL_CONFIDENCE, soft_labels_from
+
+    x = digits.train_images[:50]
+    torch.manual_seed(0)
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with torch.no_grad():
+        flat[1].weight.mul_(0.01)
+    plain = soft_labels_from(flat, x, temperature=1.0)
+    auto = soft_labels_from(flat, x, temperature=None)
+    assert float(plain.max(1).values.mean()) < 0.2
+    assert float(auto.max(1).values.mean()) == pytest.approx(SOFT_LABEL_CONFIDENCE, abs=1e-3)
+    assert torch.equal(auto.argmax(1), plain.argmax(1))
+    sharp = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with torch.no_grad():
+        sharp[1].weight.mul_(100.0)
+    assert torch.equal(soft_labels_from(sharp, x, temperature=None), soft_labels_from(sharp, x, temperature=1.0))

@@ -425,7 +425,7 @@ class AdversarialTerm(Term):
 
 def soft_labels_for(
     terms: "list[Term]", images: Tensor, labels: Tensor, *, model_factory: Callable[[int], nn.Module],
-    temperature: float = 1.0, teacher: nn.Module | None = None, extractor_path: str | None = None,
+    temperature: float | None = None, teacher: nn.Module | None = None, extractor_path: str | None = None,
     eps: float | None = None, epochs: int = 30,
 ) -> Tensor | None:
     """Per-image soft labels ``[M, C]`` of the final synthetic set from a robust teacher (post-processing of S).
