@@ -236,6 +236,8 @@ def evaluate(
     A file written with --soft-labels is trained on its soft labels (the KD loss), as the
     plugins do; --labels hard ignores them. --dsa none gives the plain protocol (no augmentation).
     """
+    import dataclasses
+
     from securedc.api import as_bundle
     from securedc.config import EvalConfig, parse_number
     from securedc.errors import DataError, Problem
@@ -243,8 +245,9 @@ def evaluate(
     from securedc.export import load_condensed
     from securedc.robust import PGDRecipe
 
-    problems = [Problem(flag, f"must be >= 1 (got {value})") for flag, value in (("--models", models), ("--epochs", epochs))
-                if value < 1]
+    config = EvalConfig(models=models, epochs=epochs, model=model, dsa=dsa)
+    own_flags = {"eval.models": "--models", "eval.epochs": "--epochs"}  # this command's names for them
+    problems = [dataclasses.replace(p, field=own_flags.get(p.field, p.field)) for p in config.problems()]
     if labels not in ("auto", "hard"):
         problems.append(Problem("--labels", f"must be 'auto' or 'hard' (got {labels!r})"))
     eps = parse_number(adv_train_eps, name="--adv-train-eps")
@@ -252,7 +255,6 @@ def evaluate(
         problems.append(Problem("--adv-train-eps", f"must be in [0, 1] in pixel units, e.g. 8/255 (got {adv_train_eps})"))
     if problems:
         raise ConfigError(problems=problems)
-    config = EvalConfig(models=models, epochs=epochs, model=model, dsa=dsa)
     recipe = PGDRecipe.fast(eps) if eps > 0 else None
     cs = load_condensed(file)
     bundle = as_bundle(dataset or cs.manifest["dataset"]["name"], root=str(data_root) if data_root else None)

@@ -81,13 +81,14 @@ class Release:
         """Raise :class:`CertificationError` when the release was refused; else return ``self``."""
         if self.refused:
             assert self.audit is not None
-            failed = ", ".join(g.name for g in self.audit.certification.failed)
+            failed = [g.name for g in self.audit.certification.failed]
             utility = self.audit.results.get("utility")
             soft = utility is not None and utility.details.get("protocol", {}).get("soft_labels")
             hint = ("The models on S trained on its soft labels (--soft-labels): try the release without them, or "
-                    if soft and "utility" in failed else "Fix the release (e.g. --epsilon for privacy) or ")
+                    if soft and any(name.startswith("utility") for name in failed)
+                    else "Fix the release (e.g. --epsilon for privacy) or ")
             raise CertificationError(
-                f"the audit failed gate(s) {failed}; nothing was exported. Report: {self.report}. "
+                f"the audit failed gate(s) {', '.join(failed)}; nothing was exported. Report: {self.report}. "
                 + hint + "export anyway with --force (marked uncertified).",
                 report_dir=str(self.report.parent) if self.report is not None else None,
             )
