@@ -2,8 +2,9 @@
 
 Order of an audited ``securedc condense`` (docs/audits.md):
 
-1. :func:`split_members` reserves a stratified ``holdout_fraction`` of the training data as
-   *non-members* **before** condensing; the condenser sees only the members.
+1. :func:`split_members` reserves an expected ``holdout_fraction`` of the training data as
+   *non-members* **before** condensing (each example's side decided by a keyed hash of its own
+   bytes, so neighbouring datasets have neighbouring member sets); the condenser sees only the members.
 2. condense on the members (the caller does this).
 3. :func:`run_audits`: utility (also the owner's evaluation: models are trained once),
    membership inference (LOSS, neighbour, LiRA, RMIA; shadows re-run the same
@@ -19,7 +20,7 @@ the same (ε, δ), so the canary audit still tests the claimed ε. With 2 shadow
 canaries the default audit of a digits release adds three short condensations and a few
 small models.
 
-The split is a pure function of (labels, holdout_fraction, seed): an audited ``securedc condense``
+The split is a pure function of (data, holdout_fraction, seed): an audited ``securedc condense``
 records them in the owner record beside the release (``NAME.owner.json``, ``audit.split``; never
 in the release itself, see :mod:`securedc.owner`) so ``securedc audit`` recreates exactly the same
 members and non-members.
@@ -42,6 +43,7 @@ from securedc.audits.base import AuditResult, create_audit, registered_audits
 from securedc.audits.context import AuditConfig, AuditContext, make_condense_fn
 from securedc.audits.certify import Certification, Policy, certify
 from securedc.config import CondenseConfig, EvalConfig
+from securedc.data.split import SPLIT_METHOD, record_split
 from securedc.errors import ConfigError, DataError
 
 __all__ = ["AuditConfig", "AuditOutcome", "split_indices", "split_members", "split_record", "run_audits",
@@ -60,56 +62,69 @@ class AuditOutcome:
     split: dict[str, Any] = field(default_factory=dict)
 
 
-def split_indices(labels: Tensor, *, holdout_fraction: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Stratified member / non-member index split (sorted indices), a pure function of its inputs.
+def split_indices(
+    images: Tensor, labels: Tensor, *, holdout_fraction: float = 0.2, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Member / non-member index split (sorted indices), a pure function of its inputs.
 
-    Each class keeps ``round(n_c * (1 - holdout_fraction))`` members (at least 1) and the rest
-    (at least 1) become non-members.
+    Each example is a non-member with probability ``holdout_fraction``, decided by a keyed hash
+    of its own bytes (:func:`securedc.data.split.record_split`, domain ``"members"``): adding or
+    removing one example moves no other example between the sides, so the members of neighbouring
+    datasets are neighbours and the release's (ε, δ) holds for the whole training set. (A per-class
+    permutation would not do: one example more changes the permutation of its class and of every
+    later class.) Classes are balanced in expectation, not exactly.
+
+    Raises:
+        ConfigError: ``holdout_fraction`` outside ``(0, 1)``.
+        DataError: a class with fewer than 2 examples or without a member, or no non-member.
 
     Example:
-        >>> m, n = split_indices(torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1]), holdout_fraction=0.2)
-        >>> len(m), len(n), sorted(set(m.tolist()) | set(n.tolist())) == list(range(10))
-        (8, 2, True)
+        >>> x, y = torch.linspace(0, 1, 400).reshape(100, 1, 2, 2), torch.arange(100) % 2
+        >>> m, n = split_indices(x, y, holdout_fraction=0.2)
+        >>> 10 < len(n) < 30, sorted(m.tolist() + n.tolist()) == list(range(100))
+        (True, True)
     """
     if not (0 < holdout_fraction < 1):
         raise ConfigError(f"holdout_fraction must be in (0, 1) (got {holdout_fraction}); e.g. 0.2")
     labels = labels.cpu()
-    gen = torch.Generator().manual_seed(int(seed) * 7_919 + 104_729)
-    mem, non = [], []
-    for c in torch.unique(labels).tolist():
-        idx = (labels == c).nonzero().flatten()
-        if idx.numel() < 2:
-            raise DataError(f"class {c} has {idx.numel()} training image(s); the audit needs >= 2 per class "
-                            "(one member, one non-member) or run with --no-audit")
-        idx = idx[torch.randperm(idx.numel(), generator=gen)]
-        keep = min(idx.numel() - 1, max(1, round(idx.numel() * (1 - holdout_fraction))))
-        mem.append(idx[:keep])
-        non.append(idx[keep:])
-    return torch.cat(mem).sort().values, torch.cat(non).sort().values
+    counts = torch.bincount(labels)
+    small = [c for c in torch.unique(labels).tolist() if counts[c] < 2]
+    if small:
+        raise DataError(f"class {small[0]} has {int(counts[small[0]])} training image(s); the audit needs >= 2 per "
+                        "class (one member, one non-member) or run with --no-audit")
+    mem, non = record_split(images, labels, fraction=holdout_fraction, seed=seed, domain="members")
+    empty = sorted(set(labels.tolist()) - set(labels[mem].tolist()))
+    if empty or not len(non):
+        what = f"class {empty[0]} has no member" if empty else "no example is a non-member"
+        raise DataError(f"{what} after the {holdout_fraction:g} holdout split (each example's side is a function "
+                        "of its own bytes); use more data, another --seed, or --no-audit")
+    return mem, non
 
 
 def split_members(
     train_images: Tensor, train_labels: Tensor, *, holdout_fraction: float = 0.2, seed: int = 0
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """Reserve a stratified ``holdout_fraction`` of the training data as non-members.
+    """Reserve an expected ``holdout_fraction`` of the training data as non-members (:func:`split_indices`).
 
     Returns:
         ``((member_x, member_y), (nonmember_x, nonmember_y))``. Condense on the members only.
     """
-    m, n = split_indices(train_labels, holdout_fraction=holdout_fraction, seed=seed)
+    m, n = split_indices(train_images, train_labels, holdout_fraction=holdout_fraction, seed=seed)
     return (train_images[m], train_labels[m]), (train_images[n], train_labels[n])
 
 
-def split_record(train_labels: Tensor, *, holdout_fraction: float, seed: int, fingerprint: str) -> dict[str, Any]:
-    """What the owner record stores so ``securedc audit`` can recreate the split.
+def split_record(
+    members: Tensor, nonmembers: Tensor, *, holdout_fraction: float, seed: int, fingerprint: str
+) -> dict[str, Any]:
+    """What the owner record stores so ``securedc audit`` can recreate the split (:func:`split_indices`' output).
 
     The record holds the data fingerprint and a hash of the member indices, both computed from
     the private data: it belongs in the owner record (:mod:`securedc.owner`), never in a release.
     """
-    m, n = split_indices(train_labels, holdout_fraction=holdout_fraction, seed=seed)
-    digest = hashlib.sha256(m.to(torch.int64).numpy().tobytes()).hexdigest()
-    return {"holdout_fraction": holdout_fraction, "seed": int(seed), "dataset_fingerprint": fingerprint,
-            "num_members": int(m.numel()), "num_nonmembers": int(n.numel()), "members_sha256": digest}
+    digest = hashlib.sha256(members.to(torch.int64).numpy().tobytes()).hexdigest()
+    return {"holdout_fraction": holdout_fraction, "seed": int(seed), "method": SPLIT_METHOD,
+            "dataset_fingerprint": fingerprint, "num_members": int(members.numel()),
+            "num_nonmembers": int(nonmembers.numel()), "members_sha256": digest}
 
 
 def run_audits(

@@ -40,13 +40,13 @@ _KEY = "securedc_checkpoint"
 
 
 def save_checkpoint(path: str | os.PathLike[str], tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
-    """Atomically write ``tensors`` and the JSON record ``meta`` to ``path``."""
+    """Atomically write ``tensors`` and the JSON record ``meta`` to ``path``, readable by its owner only (``0o600``)."""
     record = dict(meta, kind=CHECKPOINT_KIND)
     data = st_save(
         {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
         metadata={_KEY: json.dumps(record, allow_nan=False)},
     )
-    atomic_write_bytes(Path(path), data)
+    atomic_write_bytes(Path(path), data, mode=0o600)  # owner-only: DP checkpoints hold the secret key
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:

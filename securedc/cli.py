@@ -195,8 +195,8 @@ def condense(
 ) -> None:
     """Condense a dataset into IPC synthetic images per class, evaluate, audit and export them.
 
-    With the audit (default) a stratified 20 % of the training data is held out as
-    non-members before condensing, the release is attacked, and it is exported only if
+    With the audit (default) about 20 % of the training data (each example by a hash of its
+    own bytes) is held out as non-members before condensing, the release is attacked, and it is exported only if
     every certification gate passes (exit 1 otherwise; the report is written either way).
     """
     options = dict(locals())  # first: only the options are local yet

@@ -41,6 +41,15 @@ NOT_COVERED = [
     "the data owner's files beside the release (NAME.owner.json and the NAME.report/ directory): they hold the "
     "dataset fingerprint, the member split, exact example counts and every audit and evaluation number, all "
     "computed from the private data; they are not part of the release and must not be published",
+    "data declared public for a --robust-extractor file: the check refuses the same dataset, not a 'public' set "
+    "that shares images with the private one",
+    "checkpoints (NAME.ckpt.safetensors, written owner-only): they hold the secret noise key and unreleased "
+    "state and are as sensitive as the data",
+    "the default delta when --delta is not given: a power of ten below 1/N with N the released counts' upper "
+    "bound, so near a power of ten a neighbouring dataset may get delta 10 times larger; give --delta to fix it "
+    "in advance",
+    "repeated runs and group privacy: several releases from the same data compose (add their budgets), and "
+    "re-running until a release is certified selects among noise draws",
 ]
 
 

@@ -77,24 +77,32 @@ def membership_split(
     Raises:
         DataError: the recorded split cannot be recreated (other data or securedc version).
     """
-    from securedc.audits.pipeline import split_indices, split_members, split_record
+    from securedc.audits.pipeline import split_indices, split_record
+    from securedc.data.split import SPLIT_METHOD
 
-    if recorded and recorded.get("dataset_fingerprint") == bundle.fingerprint:
-        check = split_record(bundle.train_labels, holdout_fraction=recorded["holdout_fraction"],
-                             seed=recorded["seed"], fingerprint=bundle.fingerprint)
+    same_data = bool(recorded) and recorded.get("dataset_fingerprint") == bundle.fingerprint
+    recorded = recorded or {}
+    if same_data and recorded.get("method") != SPLIT_METHOD:
+        # securedc < 2026-12-08 split by per-class permutations (not stable under one example more or less)
+        say(Notice("warning", "the recorded member split was made by an older securedc and is not recreated"))
+    elif same_data:
+        m, n = split_indices(bundle.train_images, bundle.train_labels, holdout_fraction=recorded["holdout_fraction"],
+                             seed=recorded["seed"])
+        check = split_record(m, n, holdout_fraction=recorded["holdout_fraction"], seed=recorded["seed"],
+                             fingerprint=bundle.fingerprint)
         if check["members_sha256"] != recorded.get("members_sha256"):
             raise DataError(f"{where}: recreated member split does not match the recorded one "
                             "(different securedc version or data); cannot audit membership reliably")
-        members, nonmembers = split_members(bundle.train_images, bundle.train_labels,
-                                            holdout_fraction=recorded["holdout_fraction"], seed=recorded["seed"])
+        members, nonmembers = (bundle.train_images[m], bundle.train_labels[m]), (bundle.train_images[n],
+                                                                                bundle.train_labels[n])
         say(Notice("info", f"members/non-members: recreated the recorded split ({recorded['num_members']} / "
                            f"{recorded['num_nonmembers']})"))
         return bundle, members, nonmembers, recorded, True
-    if recorded:
+    if recorded and not same_data:
         say(Notice("warning", "the file's dataset fingerprint differs from this dataset's"))
     # unknown split: every training example may have been used -> members = the whole training set,
     # non-members = half of the test set, accuracy on the other half (documented limitation)
-    t_idx, n_idx = split_indices(bundle.test_labels, holdout_fraction=0.5, seed=seed)
+    t_idx, n_idx = split_indices(bundle.test_images, bundle.test_labels, holdout_fraction=0.5, seed=seed)
     accuracy_bundle = dataclasses.replace(bundle, test_images=bundle.test_images[t_idx],
                                           test_labels=bundle.test_labels[t_idx], fingerprint=bundle.fingerprint)
     split = {"holdout_fraction": None, "seed": seed, "dataset_fingerprint": bundle.fingerprint,

@@ -3,8 +3,8 @@
 :func:`release` is what ``securedc condense`` runs; a script gets the same files by calling it
 (docs/audits.md, "Order of an audited release"):
 
-1. with the audit, a stratified ``audit.holdout_fraction`` of the training data is reserved as
-   non-members **before** condensing (:func:`~securedc.audits.pipeline.split_members`);
+1. with the audit, an expected ``audit.holdout_fraction`` of the training data (each example by a
+   keyed hash of its own bytes) is reserved as non-members **before** condensing (:func:`~securedc.audits.pipeline.split_members`);
 2. the members are condensed (:func:`~securedc.condensation.run_condensation`: in this process,
    from a statistics bank, or across ``torchrun`` ranks);
 3. the release is audited and certified, and the owner-only report ``NAME.report/`` written;
@@ -104,9 +104,8 @@ def _member_bundle(bundle: DatasetBundle, audit: AuditConfig, *, seed: int) -> t
     """The bundle restricted to the audit's members, plus the split record for the owner record."""
     from securedc.audits.pipeline import split_indices, split_record
 
-    m, _ = split_indices(bundle.train_labels, holdout_fraction=audit.holdout_fraction, seed=seed)
-    split = split_record(bundle.train_labels, holdout_fraction=audit.holdout_fraction, seed=seed,
-                         fingerprint=bundle.fingerprint)
+    m, n = split_indices(bundle.train_images, bundle.train_labels, holdout_fraction=audit.holdout_fraction, seed=seed)
+    split = split_record(m, n, holdout_fraction=audit.holdout_fraction, seed=seed, fingerprint=bundle.fingerprint)
     members = dataclasses.replace(bundle, train_images=bundle.train_images[m], train_labels=bundle.train_labels[m],
                                   fingerprint=bundle.fingerprint)
     return members, split

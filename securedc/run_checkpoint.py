@@ -92,6 +92,8 @@ def save_run(
         "accountant": state.accountant.state_dict() if state.accountant is not None else None,
         "privacy_plan": plan.to_dict() if plan is not None else None,
         "secret": secret,
+        # private: the data the run read, so a resume on other data is refused (not a release)
+        "data_sha256": mechanism.data_sha256 if mechanism is not None else None,
     }
     save_checkpoint(path, tensors, meta)
 
@@ -153,13 +155,17 @@ def resume_run(
         ConfigError: another configuration, or more releases than this run makes.
         PrivacyError: a private run from a non-private checkpoint or the reverse, or a
             change of the private mechanism.
-        DataError: images of another shape, or not a checkpoint.
+        DataError: a checkpoint made on other training data, images of another shape, or not a checkpoint.
     """
     tensors, meta = load_checkpoint(path)
     saved, mine = meta["config"], config.to_dict()
     differing = [k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k]]
     if differing:
         raise ConfigError(f"checkpoint {path} was made with a different configuration ({', '.join(differing)})")
+    saved_data = meta.get("data_sha256")
+    if saved_data and mechanism is not None and saved_data != mechanism.data_sha256:
+        # the same secret streams on other data would release noise that cancels against the first run's
+        raise DataError(f"checkpoint {path} was made on other training data; resume with the data it was made on")
     if (meta["accountant"] is None) != (state.accountant is None):
         raise PrivacyError("cannot resume a private run from a non-private checkpoint or the reverse")
     plan = restore_private(config, meta, mechanism, source=path) if isinstance(mechanism, GaussianMechanism) else None

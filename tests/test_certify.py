@@ -139,21 +139,56 @@ def test_missing_policy_file(tmp_path) -> None:
         load_policy(tmp_path / "nope.toml")
 
 
-def test_split_is_stratified_disjoint_and_deterministic(digits) -> None:
-    m, n = split_indices(digits.train_labels, holdout_fraction=0.2, seed=3)
-    m2, n2 = split_indices(digits.train_labels, holdout_fraction=0.2, seed=3)
+def test_split_is_disjoint_balanced_and_deterministic(digits) -> None:
+    x, y = digits.train_images, digits.train_labels
+    m, n = split_indices(x, y, holdout_fraction=0.2, seed=3)
+    m2, n2 = split_indices(x, y, holdout_fraction=0.2, seed=3)
     assert torch.equal(m, m2) and torch.equal(n, n2)
     assert set(m.tolist()).isdisjoint(n.tolist())
-    assert m.numel() + n.numel() == digits.train_labels.numel()
-    for c in range(10):
-        total = int((digits.train_labels == c).sum())
-        assert abs(int((digits.train_labels[n] == c).sum()) - 0.2 * total) <= 1
-    m3, _ = split_indices(digits.train_labels, holdout_fraction=0.2, seed=4)
+    assert m.numel() + n.numel() == y.numel()
+    for c in range(10):  # Bernoulli(0.2) per example: within 4 binomial stds of 20 % in every class
+        total = int((y == c).sum())
+        assert abs(int((y[n] == c).sum()) - 0.2 * total) <= 4 * (0.16 * total) ** 0.5
+    m3, _ = split_indices(x, y, holdout_fraction=0.2, seed=4)
     assert not torch.equal(m, m3)
-    (mx, my), (nx, ny) = split_members(digits.train_images, digits.train_labels, seed=3)
-    assert mx.shape[0] == m.numel() and torch.equal(ny, digits.train_labels[n])
+    (mx, my), (nx, ny) = split_members(x, y, seed=3)
+    assert mx.shape[0] == m.numel() and torch.equal(ny, y[n])
     with pytest.raises(DataError, match="needs >= 2 per class"):
-        split_indices(torch.tensor([0, 0, 1]))
+        split_indices(torch.rand(3, 1, 2, 2), torch.tensor([0, 0, 1]))
+
+
+def _member_set(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> set[bytes]:
+    m, _ = split_indices(x, y, holdout_fraction=0.2, seed=seed)
+    return {x[i].numpy().tobytes() for i in m.tolist()}
+
+
+def test_neighbouring_datasets_have_neighbouring_member_sets(digits) -> None:
+    """DP of a release made from the members needs members(D) and members(D ± z) to differ by at most z.
+
+    A per-class permutation (the old split) moved hundreds of examples when one was added or removed."""
+    x, y = digits.train_images, digits.train_labels
+    base = _member_set(x, y)
+    for drop in (0, 500, len(y) - 1):  # remove one example anywhere (the rest shift position)
+        keep = torch.arange(len(y)) != drop
+        assert base ^ _member_set(x[keep], y[keep]) <= {x[drop].numpy().tobytes()}
+    z, zy = digits.test_images[:1], digits.test_labels[:1]  # add one example, first or last
+    for xs, ys in ((torch.cat([z, x]), torch.cat([zy, y])), (torch.cat([x, z]), torch.cat([y, zy]))):
+        assert _member_set(xs, ys) ^ base <= {z[0].numpy().tobytes()}
+
+
+def test_train_test_split_of_sources_without_one_is_stable(digits) -> None:
+    from securedc.data.split import train_test_split
+
+    x, y = digits.train_images, digits.train_labels
+    tr, _ = train_test_split(x, y, test_fraction=0.2, seed=0)
+    tr2, _ = train_test_split(x[1:], y[1:], test_fraction=0.2, seed=0)
+    assert {x[i].numpy().tobytes() for i in tr.tolist()} ^ {x[1:][i].numpy().tobytes() for i in tr2.tolist()} \
+        <= {x[0].numpy().tobytes()}
+    same = torch.zeros(400, 1, 2, 2)  # repeated examples: the k-th copy draws its own side
+    _, held = train_test_split(same, torch.zeros(400, dtype=torch.int64), test_fraction=0.5, seed=0)
+    assert 150 < len(held) < 250
+    with pytest.raises(DataError, match="no training example"):
+        train_test_split(x[:1], y[:1], test_fraction=0.99, seed=0)
 
 
 def test_leaky_release_fails_mia_gate(digits) -> None:

@@ -67,6 +67,10 @@ def test_resume_refuses_other_config(digits, tmp_path) -> None:
     other = _condenser(digits, checkpoint_every=2, lr_img=0.5)
     with pytest.raises(ConfigError, match="different configuration"):
         other.fit(other.make_mechanism(digits.train_images, digits.train_labels), resume_from=ckpt)
+    assert ckpt.stat().st_mode & 0o077 == 0, "checkpoints (DP ones hold the secret key) are owner-only"
+    same = _condenser(digits, checkpoint_every=2)
+    with pytest.raises(DataError, match="other training data"):  # same streams on other data would cancel noise
+        same.fit(same.make_mechanism(digits.train_images[1:], digits.train_labels[1:]), resume_from=ckpt)
     (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(DataError):
         other.fit(other.make_mechanism(digits.train_images, digits.train_labels), resume_from=tmp_path / "bad.safetensors")

@@ -213,8 +213,8 @@ def test_npz_uint8_hwc_split(tmp_path: Path) -> None:
     b = load_dataset(f"npz:{path}", seed=0)
     _check_bundle(b)
     assert b.image_shape == (3, 7, 7) and b.classes == ("10", "20", "30")
-    assert len(b.train_labels) == 48 and len(b.test_labels) == 12
-    assert b.class_counts().tolist() == [16, 16, 16] and b.mean == (0.5, 0.5, 0.5)
+    assert len(b.train_labels) + len(b.test_labels) == 60 and 0 < len(b.test_labels) < 30  # ~20 % by record hash
+    assert sum(b.class_counts().tolist()) == len(b.train_labels) and b.mean == (0.5, 0.5, 0.5)
     # round trip: every image comes back exactly, with its label
     back = torch.cat([b.train_images, b.test_images]).permute(0, 2, 3, 1).mul(255).round().to(torch.uint8)
     orig = {x[i].tobytes(): y[i] for i in range(60)}
@@ -279,7 +279,7 @@ def test_folder_split_and_train_test(tmp_path: Path) -> None:
     b = load_dataset(f"folder:{tmp_path / 'flat'}", seed=0)
     _check_bundle(b)
     assert b.classes == ("ant", "bee") and b.image_shape == (1, 4, 6)
-    assert len(b.train_labels) == 8 and len(b.test_labels) == 2 and b.test_labels.tolist() == [0, 1]
+    assert len(b.train_labels) + len(b.test_labels) == 10 and set(b.train_labels.tolist()) == {0, 1}
 
     _write_pngs(tmp_path / "tt" / "train", ["a", "b", "c"], 3, mode="RGB", seed=1)
     _write_pngs(tmp_path / "tt" / "test", ["a", "b", "c"], 1, mode="RGB", seed=2)
@@ -333,7 +333,7 @@ def test_bundle_from_tensor_dataset(digits: DatasetBundle) -> None:
     assert b.fingerprint == digits.fingerprint and b.name == "d2"
     split = bundle_from_torch_dataset(ds, test_fraction=0.25, seed=3)
     assert len(split.train_labels) + len(split.test_labels) == 1347
-    assert abs(len(split.test_labels) - 1347 * 0.25) <= 10
+    assert abs(len(split.test_labels) - 1347 * 0.25) <= 4 * (1347 * 0.25 * 0.75) ** 0.5  # Bernoulli per example
     assert split.fingerprint == bundle_from_torch_dataset(ds, test_fraction=0.25, seed=3).fingerprint
 
 
@@ -361,7 +361,7 @@ def test_bundle_from_pil_dataset() -> None:
     b = bundle_from_torch_dataset(ds, test_fraction=0.2, seed=0)
     _check_bundle(b)
     assert b.classes == ("zero", "one") and b.image_shape == (3, 5, 4)
-    assert len(b.train_labels) == 8 and len(b.test_labels) == 2
+    assert len(b.train_labels) + len(b.test_labels) == 10
     all_x = torch.cat([b.train_images, b.test_images]).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)
     assert sorted(a.tobytes() for a in ds.arrays) == sorted(x.numpy().tobytes() for x in all_x)
 
@@ -386,6 +386,6 @@ def test_bundle_from_torch_dataset_errors() -> None:
 
     with pytest.raises(DataError, match="integer"):
         bundle_from_torch_dataset(StrLabels())
-    with pytest.raises(ConfigError, match="test_fraction"):
+    with pytest.raises(ConfigError, match="fraction"):
         bundle_from_torch_dataset(TensorDataset(torch.rand(4, 1, 2, 2), torch.tensor([0, 1, 0, 1])),
                                   test_fraction=1.5)

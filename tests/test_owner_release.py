@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from safetensors import safe_open
 
-from securedc.audits.pipeline import split_record
+from securedc.audits.pipeline import split_indices, split_record
 from securedc.export import load_condensed, save_condensed
 from securedc.owner import owner_path, read_owner_record
 
@@ -94,8 +94,8 @@ def test_dp_release_metadata_holds_nothing_from_the_private_data(dp_release, dig
     owner = read_owner_record(release, tensor_sha256=manifest["tensor_sha256"])
     assert manifest["privacy"]["private"] is True
     # no fingerprint, no member hash (the bundle's and the owner's strings searched in the raw metadata)
-    members_sha = split_record(digits.train_labels, holdout_fraction=0.2, seed=0,
-                               fingerprint=digits.fingerprint)["members_sha256"]
+    m, n = split_indices(digits.train_images, digits.train_labels, holdout_fraction=0.2, seed=0)
+    members_sha = split_record(m, n, holdout_fraction=0.2, seed=0, fingerprint=digits.fingerprint)["members_sha256"]
     assert owner["audit"]["split"]["members_sha256"] == members_sha
     for secret in (digits.fingerprint, members_sha, owner["dataset"]["fingerprint"]):
         assert secret not in text and secret[:16] not in text

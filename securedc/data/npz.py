@@ -1,7 +1,8 @@
 """The ``npz:FILE`` source: a numpy ``.npz`` archive of images and labels.
 
 Keys: ``x`` and ``y`` (required); ``x_test``/``y_test`` (optional — without them the data is
-split per class with ``seed``, 20 % test); ``classes`` (optional string array, one name per
+split with ``seed``, each example going to test with probability 0.2 by a keyed hash of its own
+bytes, :func:`securedc.data.split.train_test_split`); ``classes`` (optional string array, one name per
 sorted unique label); ``mean``/``std`` (optional public per-channel constants, default 0.5).
 Images: uint8 ``[N, H, W]``/``[N, H, W, C]``, or float in ``[0, 1]`` NCHW/NHWC. Labels: any
 integers; their sorted unique values are remapped to ``0..K-1``. Loaded with
@@ -18,7 +19,7 @@ import numpy as np
 from securedc.data.bundle import DatasetBundle
 from securedc.data.convert import images_to_tensor, labels_to_tensor, remap_labels
 from securedc.data.registry import SourceRequest, register_source
-from securedc.data.split import stratified_split
+from securedc.data.split import train_test_split
 from securedc.errors import DataError
 
 __all__ = ["load_npz", "NPZ_TEST_FRACTION"]
@@ -47,8 +48,8 @@ def load_npz(path: str | Path, *, seed: int = 0, name: str | None = None) -> Dat
         >>> p = os.path.join(tempfile.mkdtemp(), "d.npz")
         >>> np.savez(p, x=np.zeros((10, 4, 4), np.uint8), y=np.array([5, 9] * 5))
         >>> b = load_npz(p)
-        >>> b.classes, b.image_shape, len(b.train_labels), len(b.test_labels)
-        (('5', '9'), (1, 4, 4), 8, 2)
+        >>> b.classes, b.image_shape, len(b.train_labels) + len(b.test_labels)
+        (('5', '9'), (1, 4, 4), 10)
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -79,7 +80,7 @@ def load_npz(path: str | Path, *, seed: int = 0, name: str | None = None) -> Dat
         (y, yt), original = remap_labels(y, yt)
     else:
         (y,), original = remap_labels(y)
-        train_idx, test_idx = stratified_split(y, test_fraction=NPZ_TEST_FRACTION, seed=seed)
+        train_idx, test_idx = train_test_split(x, y, test_fraction=NPZ_TEST_FRACTION, seed=seed)
         x, xt, yt, y = x[train_idx].contiguous(), x[test_idx].contiguous(), y[test_idx], y[train_idx]
     if "classes" in arrays:
         classes = tuple(str(c) for c in np.asarray(arrays["classes"]).reshape(-1))

@@ -101,7 +101,7 @@ def load_dataset(
             ``"npz:FILE"``, ``"folder:DIR"``. Case and ``_``/``-`` are ignored in the name part.
         root: data root for torchvision datasets (default ``~/.cache/securedc/data``).
         download: allow torchvision to download missing files.
-        seed: seed of the stratified split for sources without a test split (npz, folder).
+        seed: seed of the per-example train/test split for sources without a test split (npz, folder).
 
     Returns:
         A validated :class:`DatasetBundle`.

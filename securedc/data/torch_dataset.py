@@ -13,7 +13,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from securedc.data.bundle import DatasetBundle
 from securedc.data.convert import _channel_axis, images_to_tensor, labels_to_tensor, remap_labels
-from securedc.data.split import stratified_split
+from securedc.data.split import train_test_split
 from securedc.errors import DataError
 
 __all__ = ["bundle_from_torch_dataset", "image_to_chw"]
@@ -113,7 +113,9 @@ def bundle_from_torch_dataset(
     …); all must share one shape. Class names come from ``classes``, else from the dataset's
     ``classes`` attribute (torchvision convention; labels are then indices into it), else the
     sorted unique labels are remapped to ``0..K-1`` and named after their values.
-    Without ``test``, each class is split with ``seed`` (``test_fraction`` to test).
+    Without ``test``, each example goes to test with probability ``test_fraction``, decided by a
+    keyed hash of its own bytes (:func:`securedc.data.split.train_test_split`: one example more or
+    less moves no other example, which the DP guarantee for the training side needs).
 
     Args:
         train: training dataset (or all data when ``test`` is None).
@@ -122,7 +124,7 @@ def bundle_from_torch_dataset(
         classes: class names.
         mean, std: public per-channel normalisation constants (default 0.5 per channel; never
             computed from the data, see docs/privacy.md).
-        test_fraction: per-class test share when splitting, in ``[0, 1)``.
+        test_fraction: expected test share when splitting, in ``[0, 1)``.
         seed: split seed.
         source: description of where the data came from (default: the dataset's type).
 
@@ -133,10 +135,10 @@ def bundle_from_torch_dataset(
     Example:
         >>> import torch
         >>> from torch.utils.data import TensorDataset
-        >>> ds = TensorDataset(torch.rand(20, 1, 4, 4), torch.arange(20) % 2)
+        >>> ds = TensorDataset(torch.linspace(0, 1, 320).reshape(20, 1, 4, 4), torch.arange(20) % 2)
         >>> b = bundle_from_torch_dataset(ds, test_fraction=0.5, seed=0)
-        >>> len(b.train_labels), len(b.test_labels), b.mean
-        (10, 10, (0.5,))
+        >>> len(b.train_labels) + len(b.test_labels), b.mean
+        (20, (0.5,))
     """
     x, y = _collect(train, "train dataset")
     names = classes if classes is not None else getattr(train, "classes", None)
@@ -149,7 +151,7 @@ def bundle_from_torch_dataset(
         if names is None:
             (y,), original = remap_labels(y)
             names = [str(v) for v in original]
-        train_idx, test_idx = stratified_split(y, test_fraction=test_fraction, seed=seed)
+        train_idx, test_idx = train_test_split(x, y, test_fraction=test_fraction, seed=seed)
         x, xt, yt, y = x[train_idx].contiguous(), x[test_idx].contiguous(), y[test_idx], y[train_idx]
     c = x.shape[1]
     return DatasetBundle(

@@ -26,6 +26,7 @@ References:
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -198,6 +199,18 @@ class Mechanism(abc.ABC):
     @property
     def num_examples(self) -> int:
         return int(self._labels.shape[0])
+
+    @functools.cached_property
+    def data_sha256(self) -> str:
+        """SHA-256 of the real images and labels: binds a private checkpoint to its data.
+
+        Privacy:
+            Computed from the private data: for checkpoints and owner files only, never a release.
+        """
+        from securedc.data.bundle import compute_fingerprint
+
+        empty = self._labels[:0]
+        return compute_fingerprint(self._images, self._labels, self._images[:0], empty)
 
     @property
     @abc.abstractmethod
