@@ -66,7 +66,7 @@ def _condense_on_rank_zero(
         path = str(condense(dataset_fn(), ipc=ipc, config=config, cache_dir=cache_dir, **kwargs).path)
     strategy.barrier("securedc-condense")
     path = strategy.broadcast(path, src=0)
-    return CondensedDataset(path, allow_uncertified=True)
+    return CondensedDataset(path, transform=kwargs.get("transform"), allow_uncertified=True)
 
 
 class CondensedDataModule(pl.LightningDataModule):
@@ -85,7 +85,8 @@ class CondensedDataModule(pl.LightningDataModule):
         val_dataset: for a wrapped Dataset, an optional validation Dataset.
         adversarial: a :class:`~securedc.robust.PGDRecipe`: during training every condensed batch is
             replaced (``on_after_batch_transfer``, on the model's device) by its PGD examples against
-            the LightningModule being trained — adversarial training on S. Validation/test batches
+            the LightningModule being trained (which must define ``forward(x)`` returning logits:
+            the attack calls it) — adversarial training on S. Validation/test batches
             are untouched. Soft-label targets (files with ``soft_labels``) pass through; PGD
             attacks their argmax.
         **condense_kwargs: passed to :func:`securedc.plugins.torch.condense`
@@ -191,6 +192,9 @@ class CondensedDataModule(pl.LightningDataModule):
             return batch
         x, target = batch[0], batch[1]
         model = trainer.lightning_module
+        if not is_overridden("forward", model, parent=pl.LightningModule):
+            raise ConfigError(f"adversarial=PGDRecipe attacks the model being trained: {type(model).__name__} must "
+                              "define forward(x) returning logits")
         seed = self.seed * 1_000_003 + int(trainer.global_step)
         return (adversarial_batch(model, x, target, recipe=self.adversarial, seed=seed), target, *batch[2:])
 

@@ -162,8 +162,14 @@ def default_cache_dir() -> Path:
     return Path(root) / "condensed" if root else Path.home() / ".cache" / "securedc" / "condensed"
 
 
-def cache_key(config: CondenseConfig, fingerprint: str, *, audit: dict[str, Any] | None = None) -> str:
-    """SHA-256 hex of (full configuration, data fingerprint, securedc version[, audit settings]).
+def cache_key(
+    config: CondenseConfig, fingerprint: str, *, audit: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> str:
+    """SHA-256 hex of (full configuration, data fingerprint, securedc version[, audit settings][, metadata]).
+
+    ``metadata`` holds what the file records besides the pixels (name, class names, the public
+    normalisation constants): another value is another file.
 
     The key is computed from the data: it goes into the owner record beside a cached file
     (``cache.key``), never into the file or its name.
@@ -178,6 +184,8 @@ def cache_key(config: CondenseConfig, fingerprint: str, *, audit: dict[str, Any]
     payload = {"config": config.to_dict(), "fingerprint": fingerprint, "version": securedc.__version__}
     if audit is not None:  # an audited release is another file than an unaudited one
         payload["audit"] = audit
+    if metadata is not None:
+        payload["metadata"] = metadata
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -275,17 +283,23 @@ def condense(
         from securedc.release import resolve_policy
 
         settings = {"audit": dataclasses.asdict(audit.validate()), "policy": resolve_policy(policy).to_dict()}
-    key = cache_key(cfg, bundle.fingerprint, audit=settings)
+    metadata = {"name": bundle.name, "classes": list(bundle.classes), "mean": list(bundle.mean),
+                "std": list(bundle.std)}
+    key = cache_key(cfg, bundle.fingerprint, audit=settings, metadata=metadata)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     found = _find_cached(folder, key)
     if found is not None and not refresh and (cached := _open_cached(found, transform)) is not None:
+        if audit is not None and not force and not cached.certified:  # a forced refusal stays refused
+            raise CertificationError(f"the cached release {found[0]} was refused by its audit (kept with force=True); "
+                                     "pass force=True to use it, or refresh=True to condense again")
         return cached
     path = found[0] if found else folder / f"{bundle.name}-ipc{cfg.ipc}-{secrets.token_hex(8)}.safetensors"
     # a random name: the key must not be readable from the file name either
     cache = {"cache": {"key": key, "created_by": "securedc.plugins.torch.condense"}}
     if audit is None:
         outcome = api_condense(bundle, config=cfg)
-        save_condensed(path, outcome.images, outcome.labels, outcome.manifest(), owner=outcome.owner_record(**cache))
+        save_condensed(path, outcome.images, outcome.labels, outcome.manifest(), owner=outcome.owner_record(**cache),
+                       soft_labels=outcome.soft_labels)
         logger.info("condensed %d images to %s (not audited: uncertified)", len(outcome.labels), path)
         return CondensedDataset(path, transform=transform, allow_uncertified=True)
     from securedc.release import release

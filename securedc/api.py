@@ -19,14 +19,22 @@ from securedc.errors import ConfigError
 __all__ = ["Condensation", "condense", "as_bundle", "build_manifest", "build_owner_record"]
 
 
-def as_bundle(data: DatasetBundle | Dataset | str, *, root: str | None = None, download: bool = False) -> DatasetBundle:
-    """Accept a dataset name, a :class:`DatasetBundle` or any map-style torch ``Dataset``."""
+def as_bundle(
+    data: DatasetBundle | Dataset | str, *, root: str | None = None, download: bool = False,
+    test_fraction: float = 0.2,
+) -> DatasetBundle:
+    """Accept a dataset name, a :class:`DatasetBundle` or any map-style torch ``Dataset``.
+
+    A torch ``Dataset`` has no test split: ``test_fraction`` of it (each example by a hash of its
+    own bytes, :func:`securedc.data.split.train_test_split`) becomes the test split; ``0`` keeps
+    every example for training.
+    """
     if isinstance(data, DatasetBundle):
         return data
     if isinstance(data, str):
         return load_dataset(data, root=root, download=download)
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        return bundle_from_torch_dataset(data)
+        return bundle_from_torch_dataset(data, test_fraction=test_fraction)
     raise ConfigError(f"cannot condense data of type {type(data).__name__}; give a dataset name or a torch Dataset")
 
 
@@ -49,7 +57,8 @@ def condense(
 
     Args:
         data: a dataset name (``"digits"``, ``"fashion-mnist"``, ``"npz:FILE"`` …), a
-            :class:`DatasetBundle`, or any map-style torch Dataset of (image, label).
+            :class:`DatasetBundle`, or any map-style torch Dataset of (image, label) (condensed
+            whole: no test split is taken from it).
         ipc: images per class (default 10, or ``config``'s).
         epsilon: DP target ε (``inf`` = non-private).
         delta: DP δ (default: below 1/N).
@@ -69,7 +78,7 @@ def condense(
         (torch.Size([10, 1, 8, 8]), False)
     """
     cfg = CondenseConfig.from_options(config, ipc=ipc, epsilon=epsilon, delta=delta, adv_eps=adv_eps, **options)
-    bundle = as_bundle(data)
+    bundle = as_bundle(data, test_fraction=0.0)  # nothing is evaluated here: a Dataset is condensed whole
     out = run_condensation(cfg, bundle, progress=step_events(callback) if callback is not None else None,
                            checkpoint=checkpoint_path, resume=resume_from, distributed=False)
     assert out is not None  # only a distributed run returns None

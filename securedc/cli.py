@@ -402,7 +402,7 @@ def extractor(
     from securedc.api import as_bundle
     from securedc.config import parse_number
     from securedc.io import ensure_writable_dir
-    from securedc.public_extractor import check_extractor_options, fit_public_extractor
+    from securedc.public_extractor import check_extractor_options, fit_public_extractor, score_text
 
     _setup_logging(verbose)
     eps = parse_number(adv_eps, name="--adv-eps")
@@ -415,8 +415,7 @@ def extractor(
     fitted.save(out)
     d = fitted.description
     console.print(f"{out}: {d['train_images']} images of {bundle.name} (declared public), {d['training_seconds']:.0f} s; "
-                  f"clean {100 * d['clean_acc']:.1f} %, PGD-20 @ {adv_eps} {100 * d['pgd20_acc']:.1f} % "
-                  f"on {d['test_images']} test images")
+                  f"{score_text(d)} (PGD at {adv_eps})")
 
 
 @app.command()

@@ -181,15 +181,14 @@ def _real_data_teacher(config: CondenseConfig, bundle: DatasetBundle, say: Progr
     the tiny S (FMNIST IPC 10: PGD-20 of standard training on S 61 -> 68 %, docs/audits.md).
     DP runs never get here: their teacher is trained on S only or loaded from a declared-public file.
     """
-    from securedc.public_extractor import fit_public_extractor
+    from securedc.public_extractor import fit_public_extractor, score_text
 
     say(Notice("info", "adversarially training the soft-label teacher on the real training data (not private)",
                label="teacher"))
     fitted = fit_public_extractor(bundle, eps=config.adversarial.eps, seed=config.seed, model=config.model)
     d = fitted.description
-    say(Notice("info", f"teacher: {d['train_images']} real images, {d['training_seconds']:.0f} s, clean "
-                       f"{100 * d['clean_acc']:.1f} %, PGD-20 {100 * d['pgd20_acc']:.1f} % on {d['test_images']} "
-                       "test images", label="teacher"))
+    say(Notice("info", f"teacher: {d['train_images']} real images, {d['training_seconds']:.0f} s, {score_text(d)}",
+               label="teacher"))
     described = {k: v for k, v in d.items() if k not in ("declared_public", "source")}
     return fitted.model, {"trained_on": "the real training data (non-private run)", **described}
 

@@ -173,8 +173,8 @@ class Condenser:
             bank: a full bank loaded with :meth:`StatisticsBank.load` (with ``mechanism=None``).
             bank_privacy: the loaded bank's privacy section (copied into the result).
             callback: called with a :class:`ProgressEvent` after every step.
-            checkpoint_path: where checkpoints go (every ``checkpoint_every`` steps, at the
-                end, and on Ctrl-C).
+            checkpoint_path: where checkpoints go: on Ctrl-C, and with ``checkpoint_every`` > 0
+                every that many steps and at the end.
             resume_from: a checkpoint written by a run with the same configuration.
 
         Returns:

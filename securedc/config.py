@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,25 @@ def default_pgd_step(eps: float) -> float:
         0.025
     """
     return float(eps) / 4
+
+
+def type_problems(config: Any, *, integers: Sequence[str] = (), reals: Sequence[str] = ()) -> list[Problem]:
+    """Fields of ``config`` whose value has the wrong type (``None`` is left to the range checks).
+
+    Example:
+        >>> [p.field for p in type_problems(CondenseConfig(ipc=2.5), integers=("ipc", "seed"))]
+        ['ipc']
+    """
+    out = []
+    for name in integers:
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            out.append(Problem(name, f"must be an integer (got {value!r})"))
+    for name in reals:
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            out.append(Problem(name, f"must be a number (got {value!r})"))
+    return out
 
 
 def _raise_problems(config: Any) -> Any:
@@ -394,7 +414,7 @@ class CondenseConfig:
             makes no more releases, i.e. real-side passes, than a non-private one with the same
             K). Only releases touch real data; the accountant sees R, never K.
         bank_memory_gb: refuse a statistics bank larger than this (R × C × Σ d_k floats).
-        checkpoint_every: save a checkpoint every K steps (0 = only on interrupt/end).
+        checkpoint_every: save a checkpoint every K steps and at the end (0 = only on Ctrl-C).
         device: ``"auto"`` (CUDA when available, else CPU; see :attr:`resolved_device`),
             ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     """
@@ -461,6 +481,13 @@ class CondenseConfig:
         return s * s
 
     def problems(self) -> list[Problem]:
+        typed = type_problems(
+            self, integers=("ipc", "iterations", "init_mix", "batch_real", "real_chunk", "checkpoint_every", "seed",
+                            "reuse", "releases"),
+            reals=("lr_img", "momentum", "grad_weight", "dist_weight", "bank_memory_gb"),
+        )
+        if typed:  # range checks below would fail on these with a TypeError
+            return typed
         out: list[Problem] = []
         if self.ipc < 1:
             out.append(Problem("ipc", f"must be >= 1 (got {self.ipc})"))

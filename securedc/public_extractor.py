@@ -45,6 +45,7 @@ __all__ = [
     "check_extractor_options",
     "extractor_metadata",
     "fit_public_extractor",
+    "score_text",
 ]
 
 #: metadata key of the JSON description written into the weights file
@@ -146,16 +147,32 @@ def fit_public_extractor(
                            seed=seed, batch_size=batch_size)
     seconds = time.perf_counter() - t0
     tx, ty = attack_subsample(bundle.test_images, bundle.test_labels, test_images, seed)
-    head = audit_model(net, tx, ty, eps=eps, num_classes=bundle.num_classes, seed=seed,
-                       settings=AttackSettings.quick(), sanity=False)
+    clean = pgd20 = None  # data without a test split (e.g. a plugin's whole dataset): nothing to score on
+    if tx.shape[0]:
+        head = audit_model(net, tx, ty, eps=eps, num_classes=bundle.num_classes, seed=seed,
+                           settings=AttackSettings.quick(), sanity=False)
+        clean, pgd20 = float(head.metrics["clean_acc"]), float(head.metrics["pgd20_acc"])
     description = {
         "declared_public": bundle.name, "source": bundle.source, FINGERPRINT_KEY: bundle.fingerprint,
         "train_images": int(idx.numel()),
         "epochs": epochs, "seed": seed, "model": model, "eps": eps, "recipe": recipe.describe(),
         "training_seconds": round(seconds, 1), "test_images": int(tx.shape[0]),
-        "clean_acc": float(head.metrics["clean_acc"]), "pgd20_acc": float(head.metrics["pgd20_acc"]),
+        "clean_acc": clean, "pgd20_acc": pgd20,
     }
     return PublicExtractor(model=net, description=description)
+
+
+def score_text(description: dict[str, Any]) -> str:
+    """The measured accuracy of a fitted extractor, in words (``"not scored"`` without test images).
+
+    Example:
+        >>> score_text({"clean_acc": 0.81, "pgd20_acc": 0.76, "test_images": 500})
+        'clean 81.0 %, PGD-20 76.0 % on 500 test images'
+    """
+    if description.get("clean_acc") is None:
+        return "not scored (no test split)"
+    return (f"clean {100 * description['clean_acc']:.1f} %, PGD-20 {100 * description['pgd20_acc']:.1f} % "
+            f"on {description['test_images']} test images")
 
 
 def extractor_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -87,8 +87,9 @@ def test_condense_caches_and_keys_on_config(digits_ds, tmp_path):
     assert other.path != first.path and not other.from_cache
     # the key (a hash over the data fingerprint) lives in the owner record only: not in the manifest, not in the name
     record = read_owner_record(first.path, tensor_sha256=first.manifest["tensor_sha256"])
+    meta = {"name": "custom", "classes": [str(c) for c in range(10)], "mean": [0.5], "std": [0.5]}
     key = cache_key(__import__("securedc").CondenseConfig.from_dict(first.manifest["config"]),
-                    record["dataset"]["fingerprint"])
+                    record["dataset"]["fingerprint"], metadata=meta)
     assert record["cache"]["key"] == key and "cache" not in first.manifest
     assert "fingerprint" not in first.manifest["dataset"]
     metadata = first.path.read_bytes()[:20_000].decode("latin-1")
@@ -99,6 +100,17 @@ def test_condense_caches_and_keys_on_config(digits_ds, tmp_path):
     assert again.path == first.path and not again.from_cache
     owner_path(first.path).unlink()
     assert not condense(digits_ds, cache_dir=tmp_path, **TINY).from_cache
+    # what the file records besides the pixels is part of the key: other constants or names, another file
+    for extra in ({"mean": [0.1], "std": [0.3]}, {"classes": [str(c) for c in "abcdefghij"]}):
+        assert not condense(digits_ds, cache_dir=tmp_path, **extra, **TINY).from_cache
+
+
+def test_condense_writes_the_soft_labels_it_made(digits_ds, tmp_path):
+    ds = condense(digits_ds, cache_dir=tmp_path, epsilon=8.0, adv_eps="8/255", adv_weight=0.0, soft_labels=True,
+                  extractor_epochs=2, **TINY)
+    assert ds.soft_labels is not None and ds.soft_labels.shape == (20, 10)
+    _, target = ds[0]
+    assert target.shape == (10,) and abs(float(target.sum()) - 1) < 1e-5  # items carry the soft label
 
 
 def test_condense_matches_library_result(digits, digits_ds, tmp_path):

@@ -70,10 +70,16 @@ def test_plugin_condense_can_certify(digits, tmp_path) -> None:
     again = condense(digits, ipc=1, iterations=2, batch_real=16, device="cpu", cache_dir=tmp_path,
                      audit=AuditConfig(shadows=0, canaries=0), policy=lenient, eval_config=EvalConfig(models=1, epochs=2))
     assert again.from_cache and again.certified
+    strict = dict(ipc=1, iterations=2, batch_real=16, device="cpu", cache_dir=tmp_path,
+                  audit=AuditConfig(shadows=0, canaries=0), policy=load_policy(None, mia_max_auc=0.0),
+                  eval_config=EvalConfig(models=1, epochs=2))
     with pytest.raises(CertificationError):
-        condense(digits, ipc=1, iterations=2, batch_real=16, device="cpu", cache_dir=tmp_path,
-                 audit=AuditConfig(shadows=0, canaries=0), policy=load_policy(None, mia_max_auc=0.0),
-                 eval_config=EvalConfig(models=1, epochs=2))
+        condense(digits, **strict)
+    kept = condense(digits, force=True, **strict)  # a forced refusal is kept, marked uncertified ...
+    assert not kept.certified
+    with pytest.raises(CertificationError, match="refused by its audit"):  # ... and is not served unforced
+        condense(digits, **strict)
+    assert condense(digits, force=True, **strict).from_cache
 
 
 @pytest.mark.parametrize("soft", [True, False])
