@@ -251,3 +251,20 @@ def test_private_robustness_gate_compares_with_the_dp_baseline() -> None:
     assert not _gate(certify(missing, claimed_epsilon=1.0, adversarial=True), "robustness-pgd").passed
     with pytest.raises(ConfigError, match="private_robust_baseline"):
         Policy(private_robust_baseline="none").validate()
+
+
+def test_a_split_recorded_by_an_older_securedc_is_not_recreated(digits, tmp_path) -> None:
+    """Records of the old per-class permutation split carry no ``method``: the audit falls back to the
+    no-recorded-split rule (members = the whole training set) and says so, instead of guessing."""
+    from securedc.audits.pipeline import split_record
+    from securedc.reaudit import membership_split
+
+    m, n = split_indices(digits.train_images, digits.train_labels, holdout_fraction=0.2, seed=0)
+    record = split_record(m, n, holdout_fraction=0.2, seed=0, fingerprint=digits.fingerprint)
+    notes: list = []
+    _, members, nonmembers, _, recreated = membership_split(digits, record, seed=0, where=tmp_path, say=notes.append)
+    assert recreated and members[0].shape[0] == m.numel() and nonmembers[0].shape[0] == n.numel()
+    old = {k: v for k, v in record.items() if k != "method"}
+    _, members, _, split, recreated = membership_split(digits, old, seed=0, where=tmp_path, say=notes.append)
+    assert not recreated and members[0].shape[0] == digits.train_labels.numel()
+    assert any("older securedc" in note.text for note in notes) and split["members"] == "whole training set"
