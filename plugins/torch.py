@@ -293,7 +293,9 @@ def condense(
             raise CertificationError(f"the cached release {found[0]} was refused by its audit (kept with force=True); "
                                      "pass force=True to use it, or refresh=True to condense again")
         return cached
-    path = found[0] if found else folder / f"{bundle.name}-ipc{cfg.ipc}-{secrets.token_hex(8)}.safetensors"
+    from securedc.release import default_stem, release
+
+    path = found[0] if found else folder / f"{default_stem(bundle.name, cfg.ipc)}-{secrets.token_hex(8)}.safetensors"
     # a random name: the key must not be readable from the file name either
     cache = {"cache": {"key": key, "created_by": "securedc.plugins.torch.condense"}}
     if audit is None:
@@ -302,8 +304,6 @@ def condense(
                        soft_labels=outcome.soft_labels)
         logger.info("condensed %d images to %s (not audited: uncertified)", len(outcome.labels), path)
         return CondensedDataset(path, transform=transform, allow_uncertified=True)
-    from securedc.release import release
-
     done = release(cfg, bundle, out=path.parent, name=path.name.removesuffix(".safetensors"), audit=audit,
                    policy=policy, eval_config=eval_config or EvalConfig(), force=force, record=cache)
     assert done is not None  # the plugin condenses in one process

@@ -1,6 +1,6 @@
 """``python -m securedc`` (also what ``torchrun -m securedc`` runs)."""
 
-from securedc.cli import app
+from securedc.cli import main
 
 if __name__ == "__main__":
-    app()
+    main()

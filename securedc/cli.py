@@ -90,7 +90,8 @@ def friendly_errors(fn: Callable[..., None]) -> Callable[..., None]:
             typer.secho(f"error: {msg}", err=True, fg="red")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            typer.secho("interrupted: checkpoint saved (resume with --resume)", err=True, fg="yellow")
+            # a condensation in progress logs where its checkpoint went; nothing else writes one
+            typer.secho("interrupted", err=True, fg="yellow")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -126,6 +127,8 @@ def _release_request(options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     eval_models, eval_epochs = options.pop("eval_models"), options.pop("eval_epochs")
     audit = _audit_config(options.pop("audit_shadows"), options.pop("audit_canaries"), options.pop("audit_iterations"))
     audited = options.pop("audit")
+    if not audited and run.get("policy") is not None:
+        raise ConfigError("--policy sets the audit's certification thresholds; drop it or drop --no-audit")
     options["bank_memory_gb"] = options.pop("bank_memory")
     config = CondenseConfig.from_options(**options)
     # with the audit, --eval-models 0 still trains one model per architecture (the utility audit needs it)
@@ -239,15 +242,17 @@ def evaluate(
     import dataclasses
 
     from securedc.api import as_bundle
-    from securedc.config import EvalConfig, parse_number
-    from securedc.errors import DataError, Problem
+    from securedc.config import EvalConfig, parse_number, seed_problem
+    from securedc.errors import Problem
+    from securedc.export import check_compatible, dataset_of
     from securedc.evaluate import evaluate_set
     from securedc.export import load_condensed
     from securedc.robust import PGDRecipe
 
     config = EvalConfig(models=models, epochs=epochs, model=model, dsa=dsa)
-    own_flags = {"eval.models": "--models", "eval.epochs": "--epochs"}  # this command's names for them
+    own_flags = {"eval.models": "--models", "eval.epochs": "--epochs", "eval.model": "--model"}  # this command's names
     problems = [dataclasses.replace(p, field=own_flags.get(p.field, p.field)) for p in config.problems()]
+    problems += [p for p in (seed_problem(seed, "--seed"),) if p is not None]
     if labels not in ("auto", "hard"):
         problems.append(Problem("--labels", f"must be 'auto' or 'hard' (got {labels!r})"))
     eps = parse_number(adv_train_eps, name="--adv-train-eps")
@@ -257,9 +262,8 @@ def evaluate(
         raise ConfigError(problems=problems)
     recipe = PGDRecipe.fast(eps) if eps > 0 else None
     cs = load_condensed(file)
-    bundle = as_bundle(dataset or cs.manifest["dataset"]["name"], root=str(data_root) if data_root else None)
-    if tuple(cs.images.shape[1:]) != bundle.image_shape:
-        raise DataError(f"{file} holds {tuple(cs.images.shape[1:])} images but {bundle.name} has {bundle.image_shape}")
+    bundle = as_bundle(dataset_of(cs, dataset, file), root=str(data_root) if data_root else None)
+    check_compatible(cs, bundle, file)
     soft = cs.soft_labels if labels == "auto" else None
     res = evaluate_set(
         cs.images, cs.labels, bundle.test_images, bundle.test_labels, num_classes=bundle.num_classes,
@@ -316,33 +320,13 @@ def audit_cmd(
     checked.check()
 
 
-@app.command()
-@friendly_errors
-def inspect(
-    file: Annotated[Path, typer.Argument(help="condensed .safetensors file")],
-    grid: Annotated[Optional[Path], typer.Option(help="write a PNG grid of the images here")] = None,
-) -> None:
-    """Show the manifest (privacy, audit, config) and optionally save an image grid.
-
-    Numbers measured on the real data (fingerprint, counts, audit reasons, accuracy) are read from
-    the owner file FILE.owner.json when it is present; the release itself holds none.
-    """
-    from securedc.errors import DataError
-    from securedc.export import load_condensed, save_image_grid
-    from securedc.owner import read_owner_record
-
-    cs = load_condensed(file)
+def _manifest_table(file: Path, cs: Any, own: dict[str, Any], row: tuple[str, str]) -> Table:
+    """``securedc inspect``'s table of a loaded file and its owner record (``KeyError`` etc. on a mangled manifest)."""
     m = cs.manifest
-    try:
-        owner = read_owner_record(file, tensor_sha256=m["tensor_sha256"], missing_ok=True)
-        row = owner_row(owner, file)
-    except DataError as err:  # unreadable or another release's record: show the release alone
-        owner, row = None, ("owner file", str(err))
-    own = owner or {}
     own_ds = own.get("dataset") or {}
     table = Table(title=str(file), show_header=False)
     table.add_row(*row)
-    dataset_txt = m["dataset"]["name"]
+    dataset_txt = cs.dataset_name or "(not recorded)"
     if own_ds.get("fingerprint"):
         dataset_txt += f"  fingerprint {own_ds['fingerprint'][:16]}…"
     if own_ds.get("num_train") is not None:
@@ -373,9 +357,39 @@ def inspect(
     ev = own.get("evaluation") or {}
     if ev:
         table.add_row("accuracy", f"{100*ev['condensed']['mean']:.1f} ± {100*ev['condensed']['std']:.1f} % vs random {100*ev['random_subset']['mean']:.1f} %")
+    return table
+
+
+@app.command()
+@friendly_errors
+def inspect(
+    file: Annotated[Path, typer.Argument(help="condensed .safetensors file")],
+    grid: Annotated[Optional[Path], typer.Option(help="write a PNG grid of the images here")] = None,
+) -> None:
+    """Show the manifest (privacy, audit, config) and optionally save an image grid.
+
+    Numbers measured on the real data (fingerprint, counts, audit reasons, accuracy) are read from
+    the owner file FILE.owner.json when it is present; the release itself holds none.
+    """
+    from securedc.errors import DataError
+    from securedc.export import load_condensed, save_image_grid
+    from securedc.owner import read_owner_record
+
+    cs = load_condensed(file)
+    m = cs.manifest
+    try:
+        owner = read_owner_record(file, tensor_sha256=m["tensor_sha256"], missing_ok=True)
+        row = owner_row(owner, file)
+    except DataError as err:  # unreadable or another release's record: show the release alone
+        owner, row = None, ("owner file", str(err))
+    try:
+        table = _manifest_table(file, cs, owner or {}, row)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:  # a manifest another tool wrote or edited
+        raise DataError(f"{file}: its manifest lacks or mangles a field securedc writes ({type(err).__name__}: {err})") \
+            from None
     Console().print(table)
     if grid is not None:
-        save_image_grid(grid, cs.images, cs.labels, classes=m["dataset"].get("classes"))
+        save_image_grid(grid, cs.images, cs.labels, classes=(m.get("dataset") or {}).get("classes"))
         Console().print(f"image grid written to {grid}")
 
 
@@ -400,13 +414,19 @@ def extractor(
     the network's clean and PGD-20 accuracy on its test split.
     """
     from securedc.api import as_bundle
-    from securedc.config import parse_number
+    from securedc.config import model_problem, parse_number, seed_problem
+    from securedc.errors import Problem
     from securedc.io import ensure_writable_dir
     from securedc.public_extractor import check_extractor_options, fit_public_extractor, score_text
 
     _setup_logging(verbose)
     eps = parse_number(adv_eps, name="--adv-eps")
     check_extractor_options(eps=eps, images=images, epochs=epochs, test_images=test_images)
+    problems = [p for p in (model_problem(model, "--model"), seed_problem(seed, "--seed")) if p is not None]
+    if out.is_dir():
+        problems.append(Problem("OUT", f"{out} is a directory; give a file name, e.g. {out / 'extractor.safetensors'}"))
+    if problems:
+        raise ConfigError(problems=problems)
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     bundle = as_bundle(dataset, root=str(data_root) if data_root else None)
     with console.status(f"adversarially training {model} on {bundle.name} (eps {adv_eps}, epochs {epochs or 'auto'})"):
@@ -432,5 +452,24 @@ def datasets() -> None:
     Console().print(table)
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main() -> None:
+    """The ``securedc`` entry point: :data:`app`, with a usage error as one line on stderr and exit code 2.
+
+    Typer's parser errors (click's ``UsageError`` family; Typer may vendor click) are recognised by
+    their interface (``format_message``, ``exit_code``), not by import path.
+    """
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.secho("interrupted", err=True, fg="yellow")
+        raise SystemExit(130) from None
+    except Exception as err:  # noqa: BLE001 - re-raised unless it is a parser error
+        if not (hasattr(err, "format_message") and isinstance(getattr(err, "exit_code", None), int)):
+            raise
+        ctx = getattr(err, "ctx", None)
+        if type(err).__name__ == "NoArgsIsHelpError":  # bare `securedc`: the help is already shown
+            raise SystemExit(2) from None
+        where = f" (see securedc {ctx.info_name} --help)" if ctx is not None and ctx.parent is not None else ""
+        typer.secho(f"error: {err.format_message().splitlines()[0]}{where}", err=True, fg="red")
+        raise SystemExit(err.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

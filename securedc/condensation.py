@@ -8,8 +8,9 @@ callback (:mod:`securedc.notices`) and never prints.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ class Condensation:
         bundle: the data it was condensed from.
         soft_labels: per-image probabilities of the robust teacher (``soft_labels=True``), or ``None``.
         bank_path: where the statistics bank was saved (``bank_path`` of :func:`run_condensation`), or ``None``.
+        write_bank: writes the run's statistics bank to a path (single-process runs that made one), so a
+            caller can save it only once the release is decided (:func:`securedc.release`); else ``None``.
         teacher: how the soft labels' teacher was trained when the pipeline trained it on the real
             data (non-private runs), else ``None`` (the term's teacher, described with the term).
     """
@@ -53,6 +56,7 @@ class Condensation:
     soft_labels: Tensor | None = None
     bank_path: Path | None = None
     teacher: dict[str, Any] | None = None
+    write_bank: Callable[[Path], None] | None = field(default=None, repr=False, compare=False)
 
     def manifest(self, **extra: Any) -> dict[str, Any]:
         """The public manifest of the release (see :func:`securedc.api.build_manifest`)."""
@@ -141,8 +145,9 @@ def _run_local(
         soft, teacher_description = _soft_labels(
             config, bundle, result.images, result.labels, terms=condenser.terms, make_network=condenser.make_network,
             real_data_teacher=mechanism is not None and not mechanism.private, say=say)
+    writer = functools.partial(condenser.save_bank, result=result, dataset=bundle.name) if result.bank is not None else None
     return Condensation(images=result.images, labels=result.labels, config=config, result=result, bundle=bundle,
-                        soft_labels=soft, bank_path=saved, teacher=teacher_description)
+                        soft_labels=soft, bank_path=saved, teacher=teacher_description, write_bank=writer)
 
 
 def _soft_labels(

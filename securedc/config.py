@@ -15,10 +15,11 @@ import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from securedc.devices import device_problem, resolve_device
-from securedc.errors import ConfigError, PrivacyError, Problem
+from securedc.errors import ConfigError, DataError, PrivacyError, Problem
 from securedc.jsonsafe import json_ready
 
 DSA_DEFAULT = "color_crop_cutout_flip_scale_rotate"
@@ -80,6 +81,9 @@ def parse_number(text: str | float | int, *, name: str) -> float:
         if den == 0:
             raise ConfigError(problems=[Problem(name, f"{text!r}: denominator is zero; use e.g. 8/255")])
         value = num / den
+        if math.isinf(value) and text.strip().lower().lstrip("+-") not in ("inf", "infinity"):
+            # 1e400 overflows to inf, which would silently mean "not private" for an epsilon
+            raise ConfigError(problems=[Problem(name, f"{text!r} overflows a float; write inf for infinity")])
     if math.isnan(value):
         raise ConfigError(problems=[Problem(name, "is NaN; give a finite number")])
     return value
@@ -134,6 +138,33 @@ def type_problems(config: Any, *, integers: Sequence[str] = (), reals: Sequence[
     return out
 
 
+def model_problem(name: str, field_name: str) -> Problem | None:
+    """A :class:`Problem` when ``name`` is not a registered architecture (checked before any data is read).
+
+    Example:
+        >>> str(model_problem("bogus", "model"))
+        "model must be one of ['convnet', 'mlp', 'resnet'] (got 'bogus')"
+    """
+    from securedc.models.registry import list_models
+    from securedc.registry import Registry
+
+    if isinstance(name, str) and Registry.normalize(name) in list_models():
+        return None
+    return Problem(field_name, f"must be one of {list_models()} (got {name!r})")
+
+
+def seed_problem(seed: Any, field_name: str) -> Problem | None:
+    """A :class:`Problem` when ``seed`` is not an integer in ``[0, MAX_SEED]``.
+
+    Example:
+        >>> str(seed_problem(-1, "--seed"))
+        '--seed must be an integer in [0, 2147483647] (got -1)'
+    """
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED:
+        return None
+    return Problem(field_name, f"must be an integer in [0, {MAX_SEED}] (got {seed!r})")
+
+
 def _raise_problems(config: Any) -> Any:
     """``config`` if its ``problems()`` are none, else one :class:`ConfigError` carrying them all."""
     problems = config.problems()
@@ -141,6 +172,21 @@ def _raise_problems(config: Any) -> Any:
         raise ConfigError(problems=problems)
     return config
 
+
+#: the largest count option (images, steps, chunk sizes, GiB): larger values overflow torch's int64 sizes
+MAX_COUNT = 10**9
+
+#: the largest seed (seeds are combined with step and class indices before seeding 64-bit generators)
+MAX_SEED = 2**31 - 1
+
+#: the largest DP clipping bound (squared bounds are summed in float64)
+MAX_CLIP = 1e6
+
+#: the smallest Poisson rate a DP run accepts (below it the expected sample of a class underflows)
+MIN_SAMPLE_RATE = 1e-6
+
+#: the largest δ a DP run accepts: (ε, δ)-DP with δ ≥ 1/N permits publishing a whole record with probability δ
+MAX_DELTA = 0.01
 
 #: initialisations computed from the real images (non-private runs only).
 REAL_DATA_INITS = ("real", "mix", "kmeans")
@@ -206,14 +252,15 @@ class PrivacyConfig:
         out: list[Problem] = []
         if math.isnan(self.epsilon) or self.epsilon <= 0:
             out.append(Problem("privacy.epsilon", f"must be > 0 (got {self.epsilon}); use inf or omit it for a non-private run"))
-        if self.delta is not None and not (0 < self.delta < 1):
-            out.append(Problem("privacy.delta", f"must be in (0, 1) (got {self.delta}); typical is < 1/N, e.g. 1e-5"))
+        if self.delta is not None and not (0 < self.delta <= MAX_DELTA):
+            out.append(Problem("privacy.delta", f"must be in (0, {MAX_DELTA:g}] (got {self.delta}): a larger delta allows "
+                                                "releasing whole records; typical is < 1/N, e.g. 1e-5"))
         if self.accountant not in ("rdp", "prv"):
             out.append(Problem("privacy.accountant", f"must be 'rdp' or 'prv' (got {self.accountant!r})"))
-        if not (math.isfinite(self.clip) and self.clip > 0):
-            out.append(Problem("privacy.clip", f"must be a finite number > 0 (got {self.clip})"))
-        if self.sample_rate is not None and not (0 < self.sample_rate <= 1):
-            out.append(Problem("privacy.sample_rate", f"must be in (0, 1] (got {self.sample_rate})"))
+        if not (math.isfinite(self.clip) and 0 < self.clip <= MAX_CLIP):
+            out.append(Problem("privacy.clip", f"must be in (0, {MAX_CLIP:g}] (got {self.clip})"))
+        if self.sample_rate is not None and not (MIN_SAMPLE_RATE <= self.sample_rate <= 1):
+            out.append(Problem("privacy.sample_rate", f"must be in [{MIN_SAMPLE_RATE:g}, 1] (got {self.sample_rate})"))
         if self.counts not in ("released", "public"):
             out.append(Problem("privacy.counts", f"must be 'released' or 'public' (got {self.counts!r})"))
         if not (0 < self.count_share < 1):
@@ -285,6 +332,9 @@ class AdversarialConfig:
         out: list[Problem] = []
         if not (0 <= self.eps <= 1):
             out.append(Problem("adversarial.eps", f"must be in [0, 1] in image units (got {self.eps}); e.g. 8/255"))
+        if self.robust_extractor is not None and not Path(self.robust_extractor).expanduser().is_file():
+            out.append(Problem("adversarial.robust_extractor", f"file {self.robust_extractor} not found "
+                                                               "(make one with securedc extractor)"))
         if self.steps < 1:
             out.append(Problem("adversarial.steps", f"must be >= 1 (got {self.steps})"))
         if self.alpha is not None and not (0 < self.alpha <= 1):
@@ -340,6 +390,8 @@ class EvalConfig:
             out.append(Problem("eval.lr", f"must be > 0 (got {self.lr})"))
         if self.batch_size < 1:
             out.append(Problem("eval.batch_size", f"must be >= 1 (got {self.batch_size})"))
+        if (problem := model_problem(self.model, "eval.model")) is not None:
+            out.append(problem)
         return out
 
     def validate(self) -> "EvalConfig":
@@ -489,6 +541,12 @@ class CondenseConfig:
         if typed:  # range checks below would fail on these with a TypeError
             return typed
         out: list[Problem] = []
+        for name, value in (("ipc", self.ipc), ("iterations", self.iterations), ("batch_real", self.batch_real),
+                            ("real_chunk", self.real_chunk), ("checkpoint_every", self.checkpoint_every),
+                            ("reuse", self.reuse), ("releases", self.releases), ("init_mix", self.init_mix)):
+            if value is not None and value > MAX_COUNT:
+                out.append(Problem(name, f"must be <= {MAX_COUNT:,} (got {value})"))
+        out += [p for p in (seed_problem(self.seed, "seed"), model_problem(self.model, "model")) if p is not None]
         if self.ipc < 1:
             out.append(Problem("ipc", f"must be >= 1 (got {self.ipc})"))
         if self.iterations < 0:
@@ -518,16 +576,14 @@ class CondenseConfig:
                 out.append(Problem(name, f"must be >= 0 (got {value})"))
         if self.checkpoint_every < 0:
             out.append(Problem("checkpoint_every", f"must be >= 0 (got {self.checkpoint_every})"))
-        if self.seed < 0:
-            out.append(Problem("seed", f"must be >= 0 (got {self.seed})"))
         if self.reuse < 1:
             out.append(Problem("reuse", f"must be >= 1 (got {self.reuse}); 1 = a fresh release every step"))
         if self.releases is not None and self.releases < 1:
             out.append(Problem("releases", f"must be >= 1 (got {self.releases})"))
         if self.releases is not None and self.iterations >= 1 and self.releases > self.iterations:
             out.append(Problem("releases", f"{self.releases} exceeds iterations {self.iterations}: a release serves >= 1 step"))
-        if not (math.isfinite(self.bank_memory_gb) and self.bank_memory_gb > 0):
-            out.append(Problem("bank_memory_gb", f"must be > 0 GiB (got {self.bank_memory_gb})"))
+        if not (math.isfinite(self.bank_memory_gb) and 0 < self.bank_memory_gb <= MAX_COUNT):
+            out.append(Problem("bank_memory_gb", f"must be in (0, {MAX_COUNT:,}] GiB (got {self.bank_memory_gb})"))
         if (problem := device_problem(self.device)) is not None:
             out.append(Problem("device", problem))
         adv = self.adversarial
@@ -558,13 +614,20 @@ class CondenseConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CondenseConfig":
-        """Inverse of :meth:`to_dict`."""
-        data = dict(data)
-        privacy = dict(data.pop("privacy", {}))
-        if isinstance(privacy.get("epsilon"), str):
-            privacy["epsilon"] = float(privacy["epsilon"])
-        adversarial = dict(data.pop("adversarial", {}))
-        return cls(privacy=PrivacyConfig(**privacy), adversarial=AdversarialConfig(**adversarial), **data)
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            DataError: ``data`` is not a configuration this securedc writes (unknown or mistyped fields).
+        """
+        try:
+            data = dict(data)
+            privacy = dict(data.pop("privacy", {}))
+            if isinstance(privacy.get("epsilon"), str):
+                privacy["epsilon"] = float(privacy["epsilon"])
+            adversarial = dict(data.pop("adversarial", {}))
+            return cls(privacy=PrivacyConfig(**privacy), adversarial=AdversarialConfig(**adversarial), **data)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"not a securedc configuration ({err})") from None
 
     @classmethod
     def from_options(cls, base: "CondenseConfig | None" = None, **options: Any) -> "CondenseConfig":

@@ -32,7 +32,7 @@ def device_problem(device: object) -> str | None:
         >>> device_problem("auto") is None
         True
     """
-    match = _NAME.match(device) if isinstance(device, str) else None
+    match = _NAME.fullmatch(device) if isinstance(device, str) else None
     if match is None:
         return f"{device!r} is not a device; use {', '.join(DEVICE_CHOICES[:-1])} or {DEVICE_CHOICES[-1]}"
     if device.startswith("cuda"):

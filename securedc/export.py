@@ -31,10 +31,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _safetensors_save
 from torch import Tensor
 
-from securedc.errors import DataError
+from securedc.errors import ConfigError, DataError
 from securedc.io import atomic_write_bytes, ensure_writable_dir
 
 __all__ = [
+    "check_compatible",
+    "dataset_of",
     "SCHEMA_VERSION",
     "CondensedSet",
     "tensor_digest",
@@ -47,6 +49,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+
+#: manifest sections that are JSON objects whenever present (readers index into them)
+_SECTIONS = ("dataset", "privacy", "audit", "config", "adversarial", "soft_label_teacher")
 """Version of the manifest layout; files with a larger number are refused (upgrade securedc)."""
 
 _FORMAT = "securedc"
@@ -92,6 +97,12 @@ class CondensedSet:
         """The privacy section of the manifest (ε, δ, σ, q, T, C, ...); ``{}`` if absent."""
         privacy = self.manifest.get("privacy", {})
         return privacy if isinstance(privacy, dict) else {}
+
+    @property
+    def dataset_name(self) -> str | None:
+        """The dataset the manifest names (``manifest["dataset"]["name"]``), or ``None``."""
+        name = (self.manifest.get("dataset") or {}).get("name")
+        return name if isinstance(name, str) and name else None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -358,6 +369,10 @@ def load_condensed(path: str | os.PathLike[str], *, verify: bool = True) -> Cond
         raise DataError(f"{invalid}: manifest is a {type(manifest).__name__}, expected an object")
     if manifest.get("format") != _FORMAT:
         raise DataError(f"{invalid}: format is {manifest.get('format')!r}, expected {_FORMAT!r}")
+    mangled = [k for k in _SECTIONS if k in manifest and not isinstance(manifest[k], dict)]
+    if mangled:
+        raise DataError(f"{invalid}: manifest section {mangled[0]!r} is a {type(manifest[mangled[0]]).__name__}, "
+                        "expected an object")
     schema = manifest.get("schema_version")
     if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
         raise DataError(f"{invalid}: schema_version {schema!r} is not a positive integer")
@@ -390,6 +405,35 @@ def load_condensed(path: str | os.PathLike[str], *, verify: bool = True) -> Cond
             raise DataError(f"condensed set {str(file)!r}: soft_labels do not match the manifest hash "
                             "(file modified or corrupt)")
     return CondensedSet(images=images, labels=labels, manifest=manifest, soft_labels=soft_labels)
+
+
+def dataset_of(condensed: CondensedSet, given: str | None, where: str | os.PathLike[str]) -> str:
+    """The dataset to evaluate or audit ``condensed`` on: ``given``, else the one its manifest names.
+
+    Raises:
+        ConfigError: neither (a file written by :func:`save_condensed` without a dataset section).
+    """
+    name = given or condensed.dataset_name
+    if name is None:
+        raise ConfigError(f"{where} does not name its dataset; give --dataset")
+    return name
+
+
+def check_compatible(condensed: CondensedSet, bundle: DatasetBundle, where: str | os.PathLike[str]) -> None:
+    """Refuse to train or audit ``condensed`` against ``bundle`` when their images or classes do not fit.
+
+    Raises:
+        DataError: another image shape, or labels (or soft-label columns) beyond the bundle's classes.
+    """
+    if tuple(condensed.images.shape[1:]) != bundle.image_shape:
+        raise DataError(f"{where} holds {tuple(condensed.images.shape[1:])} images but {bundle.name} has "
+                        f"{bundle.image_shape}")
+    classes = int(condensed.labels.max()) + 1 if condensed.labels.numel() else 0
+    if condensed.soft_labels is not None:
+        classes = max(classes, int(condensed.soft_labels.shape[1]))
+    if classes > bundle.num_classes:
+        raise DataError(f"{where} has {classes} classes but {bundle.name} has {bundle.num_classes}; give the dataset "
+                        "it was condensed from (--dataset)")
 
 
 def _deep_merge(base: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:

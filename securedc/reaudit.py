@@ -166,21 +166,23 @@ def audit_file(
     from securedc.api import as_bundle
     from securedc.audit_record import audit_and_report, report_dir_for
     from securedc.audits.report import epsilon_history_from_privacy
-    from securedc.export import load_condensed
+    from securedc.export import check_compatible, dataset_of, load_condensed
+    from securedc.io import ensure_writable_dir
     from securedc.owner import owner_path, read_owner_record
     from securedc.release import resolve_policy
 
     eval_config, policy, audit = eval_config.validate(), resolve_policy(policy), audit.validate()
     say = notifier(progress)
     path = Path(path)
+    report_dir = ensure_writable_dir(Path(report_dir) if report_dir is not None else report_dir_for(path))
     cs = load_condensed(path)
     m = cs.manifest
+    dataset = dataset_of(cs, data, path)
     owner = read_owner_record(path, tensor_sha256=m["tensor_sha256"], missing_ok=True)
     if owner is None:
         say(Notice("warning", f"({owner_path(path)})", label="owner file not found"))
-    bundle = as_bundle(data or m["dataset"]["name"], root=str(root) if root is not None else None)
-    if tuple(cs.images.shape[1:]) != bundle.image_shape:
-        raise DataError(f"{path} holds {tuple(cs.images.shape[1:])} images but {bundle.name} has {bundle.image_shape}")
+    bundle = as_bundle(dataset, root=str(root) if root is not None else None)
+    check_compatible(cs, bundle, path)
     config = CondenseConfig.from_dict(m["config"]) if "config" in m else CondenseConfig(ipc=int(m.get("ipc", 1)))
     # the owner record holds the split; files written before it existed kept it in the manifest
     recorded = ((owner or {}).get("audit") or {}).get("split") or (m.get("audit") or {}).get("split")
@@ -189,7 +191,7 @@ def audit_file(
     outcome, html = audit_and_report(
         cs.images, cs.labels, manifest=m, bundle=accuracy, members=members, nonmembers=nonmembers, config=config,
         split=split, eval_config=eval_config, audit=audit, policy=policy,
-        report_dir=Path(report_dir) if report_dir is not None else report_dir_for(path),
+        report_dir=report_dir,
         epsilon_history=epsilon_history_from_privacy(m.get("privacy") or {}),
         owner={**(owner or {}), "audit": {"split": split}}, progress=say, soft_labels=cs.soft_labels,
     )

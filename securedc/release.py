@@ -18,6 +18,7 @@ to the owner record.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from securedc.audits.pipeline import AuditConfig, AuditOutcome
 from securedc.condensation import Condensation, run_condensation
 from securedc.config import CondenseConfig, EvalConfig
 from securedc.data import DatasetBundle
-from securedc.errors import CertificationError
+from securedc.errors import CertificationError, ConfigError
 from securedc.notices import Notice, Progress, notifier
 
 __all__ = ["Release", "release", "resolve_policy"]
@@ -98,6 +99,17 @@ class Release:
 def resolve_policy(policy: Policy | str | Path | None) -> Policy:
     """A :class:`Policy` as given, read from a TOML file, or the default (``None``)."""
     return policy.validate() if isinstance(policy, Policy) else load_policy(policy)
+
+
+def default_stem(dataset: str, ipc: int) -> str:
+    """``DATASET-ipcN`` with every character outside ``[A-Za-z0-9._-]`` replaced, so it names one file in ``--out``.
+
+    Example:
+        >>> default_stem("npz:/data/x.npz", 10)
+        'npz_data_x.npz-ipc10'
+    """
+    safe = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9._-]", "_", dataset)).strip("._") or "data"
+    return f"{safe}-ipc{ipc}"
 
 
 def _member_bundle(bundle: DatasetBundle, audit: AuditConfig, *, seed: int) -> tuple[DatasetBundle, dict[str, Any]]:
@@ -224,21 +236,30 @@ def release(
     config = config.validate()
     if audit is not None or evaluate:
         eval_config = eval_config.validate()
+    if name is not None and (not name or name != Path(name).name or name in (".", "..")):
+        raise ConfigError(f"--name must be a file stem without a directory (got {name!r}); use --out for the folder")
+    if save_bank:
+        from securedc.plugins.distributed import launched_distributed
+
+        if launched_distributed():
+            raise ConfigError("--save-bank runs in one process (a bank holds the releases of every class); "
+                              "run it without torchrun")
     out_dir = ensure_writable_dir(out)
     if audit is not None:  # every audit option is checked before the long computation
         policy, audit = resolve_policy(policy), audit.validate()
     if resume is not None:  # a wrong --resume file fails before the data is loaded
         from securedc.checkpoint import check_checkpoint
+        from securedc.run_checkpoint import check_same_config
 
-        check_checkpoint(resume)
+        check_same_config(check_checkpoint(resume), config, resume)
     say = notifier(progress)
     full = as_bundle(data, root=str(root) if root is not None else None, download=download)
-    stem = name or f"{full.name}-ipc{config.ipc}"
+    stem = name or default_stem(full.name, config.ipc)
     target = out_dir / f"{stem}.safetensors"
     checkpoint = out_dir / f"{stem}.ckpt.safetensors"
     bundle, split = _member_bundle(full, audit, seed=config.seed) if audit is not None else (full, {})
-    cond = run_condensation(config, bundle, progress=say, checkpoint=checkpoint, resume=resume, from_bank=from_bank,
-                            bank_path=out_dir / f"{stem}.bank.safetensors" if save_bank else None)
+    # the bank is written only with the release: a refused run leaves no statistics of the data behind
+    cond = run_condensation(config, bundle, progress=say, checkpoint=checkpoint, resume=resume, from_bank=from_bank)
     if cond is None:
         return None
     if audit is not None:
@@ -252,6 +273,10 @@ def release(
     done = Release(condensation=cond, path=target, **fields)
     if done.written:
         save_condensed(target, cond.images, cond.labels, done.manifest, owner=done.owner, soft_labels=cond.soft_labels)
+        if save_bank and cond.write_bank is not None:
+            bank_file = out_dir / f"{stem}.bank.safetensors"
+            cond.write_bank(bank_file)
+            say(Notice("info", str(bank_file), label="statistics bank"))
         if checkpoint.exists() and not cond.config.checkpoint_every:
             checkpoint.unlink()
     return done

@@ -28,7 +28,7 @@ from securedc.lr_adapter import HypergradientLR
 from securedc.privacy import GaussianMechanism, Mechanism, PrivacyAccountant, PrivacyPlan
 from securedc.privacy.run import restore_private
 
-__all__ = ["RunState", "RunCheckpoints", "save_run", "resume_run", "RESUMABLE_CHANGES"]
+__all__ = ["RunState", "RunCheckpoints", "save_run", "resume_run", "check_same_config", "RESUMABLE_CHANGES"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,22 @@ class RunCheckpoints:
         """Write the steps done so far (on Ctrl-C) and say where."""
         if self.path:
             self.save(len(self.state.losses))
-            logger.warning("interrupted at step %d; checkpoint saved to %s", len(self.state.losses), self.path)
+            logger.warning("interrupted at step %d; checkpoint saved to %s (continue with --resume %s)",
+                           len(self.state.losses), self.path, self.path)
+
+
+def check_same_config(meta: dict[str, Any], config: CondenseConfig, path: Any) -> None:
+    """Refuse to resume checkpoint ``path`` (its JSON record ``meta``) under another configuration.
+
+    Only the settings in :data:`RESUMABLE_CHANGES` may differ.
+
+    Raises:
+        ConfigError: another configuration.
+    """
+    saved, mine = meta.get("config") or {}, config.to_dict()
+    differing = [k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k]]
+    if differing:
+        raise ConfigError(f"checkpoint {path} was made with a different configuration ({', '.join(differing)})")
 
 
 def resume_run(
@@ -158,10 +173,7 @@ def resume_run(
         DataError: a checkpoint made on other training data, images of another shape, or not a checkpoint.
     """
     tensors, meta = load_checkpoint(path)
-    saved, mine = meta["config"], config.to_dict()
-    differing = [k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k]]
-    if differing:
-        raise ConfigError(f"checkpoint {path} was made with a different configuration ({', '.join(differing)})")
+    check_same_config(meta, config, path)
     saved_data = meta.get("data_sha256")
     if saved_data and mechanism is not None and saved_data != mechanism.data_sha256:
         # the same secret streams on other data would release noise that cancels against the first run's

@@ -162,3 +162,15 @@ def test_batch_real_caps_the_rules_sample_rate_in_dp_mode(digits) -> None:
     assert plans[(16, 0.9)].sample_rate == 0.9 and plans[(16, 0.9)].sample_rate_source == "user"
     # the accountant composes the capped q: ε is spent in full all the same
     assert capped.noise_multiplier < plans[(256, None)].noise_multiplier
+
+
+def test_release_writes_the_bank_with_the_file(tmp_path) -> None:
+    """`--save-bank` writes NAME.bank.safetensors once the release is written (a refused one leaves none:
+    tests/test_cli_audit.py)."""
+    from securedc.release import release
+
+    cfg = CondenseConfig.from_options(ipc=1, iterations=4, batch_real=8, epsilon=8.0)
+    done = release(cfg, "digits", out=tmp_path, audit=None, evaluate=False, save_bank=True)
+    assert done is not None and done.written
+    bank, meta = StatisticsBank.load(tmp_path / "digits-ipc1.bank.safetensors")
+    assert len(bank) >= 1 and meta["privacy"]["epsilon"] == pytest.approx(done.manifest["privacy"]["epsilon"])

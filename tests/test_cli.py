@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from securedc.export import load_condensed
+from securedc.export import load_condensed, save_condensed
 from securedc.owner import read_owner_record
 
 FAST = ["--iterations", "5", "--batch-real", "16", "--eval-models", "0"]
@@ -79,6 +81,17 @@ BAD = [
     (["--device", "tpu"], "--device"),
     (["--resume", "EMPTY"], "checkpoint"),  # checked before the data is loaded: no progress lines before it
     (["--resume", "JUNK"], "not a securedc checkpoint"),
+    (["--epsilon", "1e400"], "overflows"),  # not silently inf (= not private)
+    (["--epsilon", "8", "--delta", "0.5"], "--delta"),
+    (["--epsilon", "8", "--sample-rate", "1e-300"], "--sample-rate"),
+    (["--epsilon", "8", "--clip", "1e300"], "--clip"),
+    (["--device", "cpu\n"], "--device"),
+    (["--seed", "99999999999"], "--seed"),
+    (["--ipc", "99999999999999999999"], "--ipc"),
+    (["--model", "bogus"], "--model"),
+    (["--name", "sub/x"], "--name"),
+    (["--policy", "JUNK"], "--no-audit"),
+    (["--adv-eps", "8/255", "--robust-extractor", "EMPTY"], "not found"),
 ]
 
 
@@ -97,11 +110,13 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, cli, args, needle) 
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_bad_input_as_a_real_process(tmp_path) -> None:
-    proc = run_cli("condense", *FAST, "--ipc", "0", "--out", str(tmp_path / "o"), timeout=120)
+@pytest.mark.parametrize("args", [["--ipc", "0"], ["--ipc", "abc"], ["--bogus"]])
+def test_bad_input_as_a_real_process(tmp_path, args) -> None:
+    """Parser errors (not an integer, an unknown option) are one line too, not a usage box."""
+    proc = run_cli("condense", *FAST, *args, "--out", str(tmp_path / "o"), timeout=120)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "--ipc" in lines[0] and "Traceback" not in proc.stderr
+    assert len(lines) == 1 and args[0] in lines[0] and "Traceback" not in proc.stderr
 
 
 def test_unwritable_out_and_corrupt_file(tmp_path) -> None:
@@ -171,3 +186,17 @@ def test_evaluate_trains_on_the_files_soft_labels(tmp_path) -> None:
         proc = run_cli("evaluate", str(target), *bad)
         assert proc.returncode == 2 and flag in proc.stderr, (bad, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_evaluate_refuses_files_that_do_not_fit_the_data(tmp_path, cli) -> None:
+    """A file naming no dataset, or with more classes than the test data, is one line and exit 2 (no traceback)."""
+    bare = tmp_path / "bare.safetensors"
+    save_condensed(bare, torch.rand(4, 1, 8, 8), torch.tensor([0, 0, 9, 9]), {"ipc": 2})  # the docstring's minimum
+    res = cli("evaluate", str(bare), "--models", "1", "--epochs", "1")
+    assert res.exit_code == 2 and "--dataset" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    x, y = (np.random.default_rng(0).random((40, 8, 8)) * 255).astype(np.uint8), np.arange(40) % 2
+    np.savez(tmp_path / "two.npz", x=x, y=y)
+    res = cli("evaluate", str(bare), "--dataset", f"npz:{tmp_path / 'two.npz'}", "--models", "1", "--epochs", "1")
+    assert res.exit_code == 2 and "10 classes" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = cli("inspect", str(bare))
+    assert res.exit_code == 0 and "not recorded" in res.stdout

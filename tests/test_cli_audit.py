@@ -43,8 +43,10 @@ def lenient_policy(tmp_path_factory) -> Path:
 
 def test_refused_release_writes_report_but_no_file(tmp_path, strict_policy) -> None:
     quick = [*QUICK[:-8], "--audit-shadows", "0", *QUICK[-6:]]  # no shadows: LOSS + neighbour attacks only
-    proc = _run("condense", *quick, "--out", str(tmp_path), "--name", "s", "--policy", str(strict_policy))
+    proc = _run("condense", *quick, "--out", str(tmp_path), "--name", "s", "--policy", str(strict_policy),
+                "--save-bank")
     assert proc.returncode == 1, proc.stderr[-3000:]
+    assert not (tmp_path / "s.bank.safetensors").exists()  # no statistics of the data left behind either
     assert "mia-auc" in proc.stderr and "--force" in proc.stderr
     assert not (tmp_path / "s.safetensors").exists()
     report = tmp_path / "s.report"

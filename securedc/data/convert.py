@@ -57,6 +57,8 @@ def images_to_tensor(
     if not isinstance(x, Tensor):
         raise DataError(f"{what} must be a numpy array or tensor; got {type(images).__name__}")
     x = x.detach().cpu()
+    if x.is_complex():
+        raise DataError(f"{what} are complex numbers; give real pixel values")
     if x.dim() == 3:
         x = x.unsqueeze(1)
     elif x.dim() == 4:

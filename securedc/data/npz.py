@@ -54,6 +54,8 @@ def load_npz(path: str | Path, *, seed: int = 0, name: str | None = None) -> Dat
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"npz file {path} does not exist")
+    if not zipfile.is_zipfile(path):  # np.load would read a .npy array, or call other bytes pickled data
+        raise DataError(f"{path} is not an .npz archive; save one with numpy.savez(path, x=images, y=labels)")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
