@@ -270,8 +270,11 @@ def load_extractor(path: str | os.PathLike[str], model: nn.Module) -> nn.Module:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise DataError(f"--robust-extractor {str(path)!r} does not fit the model architecture: {first}") from None
+        # torch lists the mismatches on the lines after its headline: keep the first one, on one line
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
+        raise DataError(f"--robust-extractor {str(path)!r} does not fit the {type(model).__name__} of this run "
+                        f"(another --model or dataset?): {detail[:200]}") from None
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
