@@ -357,6 +357,7 @@ def condensed_loader(
         class_balanced: sample with replacement, each class equally likely (weights
             1/count of the label); useful when ``dataset`` is a :class:`MixedDataset`
             or when some classes have more images. Epoch length stays ``len(dataset)``.
+            Random sampling by nature: ``shuffle=False`` is refused with it.
         drop_last: drop the last incomplete batch.
 
     Example:
@@ -371,6 +372,8 @@ def condensed_loader(
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(batch_size, max(1, len(dataset)))  # type: ignore[arg-type]
     if class_balanced:
+        if not shuffle:
+            raise ConfigError("class_balanced=True samples at random; it cannot keep shuffle=False's fixed order")
         labels = _labels_of(dataset)
         counts = torch.bincount(labels).double()
         weights = (1.0 / counts)[labels]
@@ -416,6 +419,11 @@ class MixedDataset(Dataset):
         n_real, n_mem = len(real), len(condensed)  # type: ignore[arg-type]
         if n_mem == 0 and ratio > 0:
             raise DataError("the condensed (replay) dataset is empty")
+        if n_real and n_mem:  # a mismatch would only surface later, inside the DataLoader's collate
+            real_shape, replay_shape = getattr(real[0][0], "shape", None), getattr(condensed[0][0], "shape", None)
+            if real_shape is not None and replay_shape is not None and tuple(real_shape) != tuple(replay_shape):
+                raise DataError(f"real items have shape {tuple(real_shape)} but condensed ones {tuple(replay_shape)}; "
+                                "replay needs the condensed set of the same data (or a transform that matches them)")
         self.real, self.condensed, self.ratio, self.seed = real, condensed, float(ratio), seed
         self.num_real = n_real
         self.num_replay = int(round(n_real * ratio / (1.0 - ratio)))

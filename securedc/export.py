@@ -242,6 +242,10 @@ def _write(
         soft_labels = check_soft_labels(soft_labels.detach().cpu(), labels, where=f"cannot save {str(path)!r}")
         soft_labels = soft_labels.to(torch.float32).contiguous()
     full = json.loads(_encode_manifest(manifest))  # validates and deep-copies
+    classes = (full.get("dataset") or {}).get("classes") if isinstance(full.get("dataset"), dict) else None
+    if isinstance(classes, list) and labels.numel() and int(labels.max()) >= len(classes):
+        raise DataError(f"cannot save {str(path)!r}: label {int(labels.max())} is beyond the manifest's "
+                        f"{len(classes)} classes")
     full.update(
         format=_FORMAT,
         schema_version=SCHEMA_VERSION,

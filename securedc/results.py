@@ -32,7 +32,7 @@ class ProgressEvent:
     loss: float
     epsilon_spent: float | None
     seconds: float
-    images: Tensor | None = None
+    images: Tensor | None = field(default=None, repr=False)  # the repr stays one line
     releases: int = 0
 
 

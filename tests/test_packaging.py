@@ -26,7 +26,7 @@ def test_console_script_entry_point() -> None:
     from importlib.metadata import entry_points
 
     eps = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert eps.get("securedc") == "securedc.cli:app"
+    assert eps.get("securedc") == "securedc.cli:main"
 
 
 def test_wheel_contains_mapped_packages(tmp_path) -> None:
@@ -43,7 +43,7 @@ def test_wheel_contains_mapped_packages(tmp_path) -> None:
         assert required in names, f"{required} missing from the wheel"
     assert not any(n.startswith(("audits/", "plugins/", "tests/")) for n in names)
     entry = [n for n in names if n.endswith("entry_points.txt")]
-    assert entry and "securedc = securedc.cli:app" in zipfile.ZipFile(wheels[0]).read(entry[0]).decode()
+    assert entry and "securedc = securedc.cli:main" in zipfile.ZipFile(wheels[0]).read(entry[0]).decode()
 
 
 @pytest.mark.slow

@@ -187,3 +187,14 @@ def test_docstring_examples():
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_loader_and_replay_refuse_inputs_they_cannot_honour(tmp_path):
+    ds = TensorDataset(torch.rand(6, 1, 2, 2), torch.tensor([0, 0, 0, 0, 1, 1]))
+    with pytest.raises(ConfigError, match="shuffle"):  # class balancing samples at random
+        condensed_loader(ds, batch_size=2, class_balanced=True, shuffle=False)
+    with pytest.raises(DataError, match="shape"):  # caught here, not in the DataLoader's collate
+        MixedDataset(TensorDataset(torch.rand(4, 1, 3, 3), torch.zeros(4, dtype=torch.int64)), ds, ratio=0.5)
+    with pytest.raises(DataError, match="beyond the manifest"):
+        save_condensed(tmp_path / "x.safetensors", torch.rand(2, 1, 2, 2), torch.tensor([0, 2]),
+                       {"dataset": {"classes": ["a", "b"]}})
