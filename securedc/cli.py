@@ -385,8 +385,8 @@ def inspect(
     try:
         table = _manifest_table(file, cs, owner or {}, row)
     except (KeyError, TypeError, ValueError, AttributeError) as err:  # a manifest another tool wrote or edited
-        raise DataError(f"{file}: its manifest lacks or mangles a field securedc writes ({type(err).__name__}: {err})") \
-            from None
+        raise DataError(f"{file}: its manifest lacks or mangles a field securedc writes "
+                        f"({type(err).__name__}: {err})") from None
     Console().print(table)
     if grid is not None:
         save_image_grid(grid, cs.images, cs.labels, classes=(m.get("dataset") or {}).get("classes"))

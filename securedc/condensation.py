@@ -145,7 +145,8 @@ def _run_local(
         soft, teacher_description = _soft_labels(
             config, bundle, result.images, result.labels, terms=condenser.terms, make_network=condenser.make_network,
             real_data_teacher=mechanism is not None and not mechanism.private, say=say)
-    writer = functools.partial(condenser.save_bank, result=result, dataset=bundle.name) if result.bank is not None else None
+    writer = (functools.partial(condenser.save_bank, result=result, dataset=bundle.name)
+              if result.bank is not None else None)
     return Condensation(images=result.images, labels=result.labels, config=config, result=result, bundle=bundle,
                         soft_labels=soft, bank_path=saved, teacher=teacher_description, write_bank=writer)
 

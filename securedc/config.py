@@ -253,8 +253,8 @@ class PrivacyConfig:
         if math.isnan(self.epsilon) or self.epsilon <= 0:
             out.append(Problem("privacy.epsilon", f"must be > 0 (got {self.epsilon}); use inf or omit it for a non-private run"))
         if self.delta is not None and not (0 < self.delta <= MAX_DELTA):
-            out.append(Problem("privacy.delta", f"must be in (0, {MAX_DELTA:g}] (got {self.delta}): a larger delta allows "
-                                                "releasing whole records; typical is < 1/N, e.g. 1e-5"))
+            out.append(Problem("privacy.delta", f"must be in (0, {MAX_DELTA:g}] (got {self.delta}): a larger "
+                                                "delta allows releasing whole records; typical is < 1/N, e.g. 1e-5"))
         if self.accountant not in ("rdp", "prv"):
             out.append(Problem("privacy.accountant", f"must be 'rdp' or 'prv' (got {self.accountant!r})"))
         if not (math.isfinite(self.clip) and 0 < self.clip <= MAX_CLIP):

@@ -486,7 +486,8 @@ def update_manifest(
             section.pop(leaf, None)
     merged = _deep_merge(base, updates)
     manifest = _write(target, current.images, current.labels, merged, soft_labels=current.soft_labels)
-    return CondensedSet(images=current.images, labels=current.labels, manifest=manifest, soft_labels=current.soft_labels)
+    return CondensedSet(images=current.images, labels=current.labels, manifest=manifest,
+                        soft_labels=current.soft_labels)
 
 
 def save_image_grid(

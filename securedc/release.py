@@ -4,7 +4,8 @@
 (docs/audits.md, "Order of an audited release"):
 
 1. with the audit, an expected ``audit.holdout_fraction`` of the training data (each example by a
-   keyed hash of its own bytes) is reserved as non-members **before** condensing (:func:`~securedc.audits.pipeline.split_members`);
+   keyed hash of its own bytes) is reserved as non-members **before** condensing
+   (:func:`~securedc.audits.pipeline.split_members`);
 2. the members are condensed (:func:`~securedc.condensation.run_condensation`: in this process,
    from a statistics bank, or across ``torchrun`` ranks);
 3. the release is audited and certified, and the owner-only report ``NAME.report/`` written;

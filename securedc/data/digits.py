@@ -37,8 +37,8 @@ def load_digits_bundle() -> DatasetBundle:
     Pixels ``0..16`` are divided by 16. The split is fixed — stratified, 1347 train / 450 test,
     ``random_state=0`` — and does not depend on ``load_dataset``'s ``seed``, so results on
     ``digits`` are comparable across runs and papers. The fixed split is part of the dataset's
-    definition (like Fashion-MNIST's official one): a DP run protects the 1347 training images. ``mean``/``std`` are the public constants
-    :data:`DIGITS_MEAN`/:data:`DIGITS_STD`.
+    definition (like Fashion-MNIST's official one): a DP run protects the 1347 training images.
+    ``mean``/``std`` are the public constants :data:`DIGITS_MEAN`/:data:`DIGITS_STD`.
 
     Example:
         >>> b = load_digits_bundle()
