@@ -234,6 +234,8 @@ def run_canary_audit(
     guess_in, guess_out = ranked[:k_in], ranked[ranked.numel() - k_out :] if k_out else ranked[:0]
     correct = int(included[guess_in].sum()) + int((~included[guess_out]).sum())
     eps_hat = epsilon_lower_bound(r, correct, num_canaries=num_canaries, delta=delta, confidence=confidence)
+    # the most this audit can ever show (every guess right): a claimed ε at or above it cannot be refuted
+    ceiling = epsilon_lower_bound(r, r, num_canaries=num_canaries, delta=delta, confidence=confidence)
     passed = eps_hat <= claimed_epsilon
     notes = [
         "One-run audit (Steinke, Nasr & Jagielski, NeurIPS 2023): each canary is added with probability 1/2, "
@@ -243,6 +245,9 @@ def run_canary_audit(
         f"{num_canaries} {canary_kind} canaries, {int(included.sum())} included; {r} guesses "
         f"({k_in} IN, {k_out} OUT), {correct} correct → ε̂ = {eps_hat:.3f} (claimed ε = {claimed_epsilon:g}).",
         "ε̂ is a lower bound: a small ε̂ does not prove privacy; ε̂ above the claimed ε means a privacy bug.",
+        f"with {r} guesses of {num_canaries} canaries the largest ε̂ this audit can show is {ceiling:.2f}"
+        + (f": it cannot test the claimed ε = {claimed_epsilon:g} (more canaries raise the ceiling)"
+           if math.isfinite(claimed_epsilon) and ceiling <= claimed_epsilon else ""),
     ]
     if max_train is not None:
         notes.append(f"the audit condensed a stratified subset of {x.shape[0]} real images plus the included canaries")
@@ -256,6 +261,7 @@ def run_canary_audit(
         "correct": float(correct),
         "confidence": float(confidence),
         "delta": float(delta),
+        N.EPSILON_CEILING: float(ceiling),
     }
     details = {
         "canary_kind": canary_kind,
@@ -298,8 +304,12 @@ class CanaryAudit(Audit):
         from securedc.config import default_delta
 
         privacy = ctx.config.privacy
-        delta = privacy.delta if privacy.delta is not None else default_delta(int(ctx.members[1].numel()))
+        delta = privacy.delta
+        if delta is None:  # the release's own δ when private, so the canary run and its bound use one δ
+            recorded = (ctx.privacy or {}).get("delta") if ctx.private else None
+            delta = float(recorded) if recorded else default_delta(int(ctx.members[1].numel()))
         return run_canary_audit(
-            ctx.members[0], ctx.members[1], condense_fn=ctx.condense_fn(), claimed_epsilon=privacy.epsilon,
+            ctx.members[0], ctx.members[1], condense_fn=ctx.condense_fn(delta=delta if ctx.private else None),
+            claimed_epsilon=privacy.epsilon,
             delta=delta, num_canaries=ctx.settings.canaries, seed=ctx.config.seed, **ctx.meta, **self.options,
         )

@@ -130,6 +130,8 @@ class Policy:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and math.isfinite(v)):
                 out.append(f"policy {name} must be a finite number >= 0 (got {v!r})")
+            elif name != "canary_slack" and v > 1:  # accuracies are fractions: 2 would switch the gate off
+                out.append(f"policy {name} is a fraction of accuracy in [0, 1] (got {v!r}; 2 points is 0.02)")
         for name in ("mia_max_tpr_at_1pct_fpr", "mia_max_auc"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1):
@@ -307,10 +309,18 @@ def _canary_gates(result: AuditResult | None, policy: Policy, claimed_epsilon: f
     if result is None:
         return [_missing("canary", "canary")] if policy.require_canary else []
     eps_hat = result.metrics.get(N.EPSILON_LOWER_BOUND, math.nan)
+    ceiling = result.metrics.get(N.EPSILON_CEILING, math.nan)
     bound = claimed_epsilon + policy.canary_slack
     ok = math.isfinite(eps_hat) and eps_hat <= bound
     if math.isinf(claimed_epsilon):
         reason = f"not private: canaries show empirical ε ≥ {eps_hat:.2f} (no DP claim to violate)"
+    elif ok and math.isfinite(ceiling) and ceiling <= bound:
+        reason = (f"empirical ε lower bound {eps_hat:.2f} ≤ claimed ε {claimed_epsilon:.2f}, but INCONCLUSIVE: "
+                  f"with {result.metrics.get('guesses', math.nan):.0f} guesses of "
+                  f"{result.metrics.get(N.NUM_CANARIES, math.nan):.0f} canaries this audit can show at most "
+                  f"ε̂ = {ceiling:.2f}, so this gate cannot fail at ε = {claimed_epsilon:g}. More canaries raise the "
+                  "ceiling slowly (--audit-canaries 1000: about 4.2; one-run audits need ~10⁴ canaries to reach 8), "
+                  "so treat it as a check of small ε only")
     elif ok:
         reason = f"empirical ε lower bound {eps_hat:.2f} ≤ claimed ε {claimed_epsilon:.2f}"
     else:

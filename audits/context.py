@@ -168,10 +168,17 @@ class AuditContext:
         """Steps of each shadow / canary condensation."""
         return self.settings.iterations_for(self.config)
 
-    def condense_fn(self) -> Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]:
-        """Re-run the release's configuration on other data (:func:`make_condense_fn`)."""
-        return make_condense_fn(self.config, image_shape=tuple(self.images.shape[1:]), iterations=self.steps,
-                                **self.meta)
+    def condense_fn(self, *, delta: float | None = None) -> Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]:
+        """Re-run the release's configuration on other data (:func:`make_condense_fn`).
+
+        Args:
+            delta: calibrate a private re-run to this δ instead of the one its own released counts
+                would pick (the canary audit's bound must use the δ its run was calibrated to).
+        """
+        config = self.config
+        if delta is not None and self.private:
+            config = dataclasses.replace(config, privacy=dataclasses.replace(config.privacy, delta=float(delta)))
+        return make_condense_fn(config, image_shape=tuple(self.images.shape[1:]), iterations=self.steps, **self.meta)
 
 
 def make_condense_fn(

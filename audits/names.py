@@ -18,7 +18,7 @@ __all__ = [
     "CONDENSED_ACC", "RANDOM_ACC", "CONDENSED_STD", "RANDOM_STD", "DP_BASELINE_ACC", "DP_BASELINE_STD",
     "per_architecture",
     "AUC", "BALANCED_ACCURACY", "TPR_AT_1PCT_FPR", "TPR_AT_0_1PCT_FPR", "MIA_HEADLINE", "ci_low", "ci_high",
-    "EPSILON_LOWER_BOUND", "CLAIMED_EPSILON", "NUM_CANARIES",
+    "EPSILON_LOWER_BOUND", "CLAIMED_EPSILON", "NUM_CANARIES", "EPSILON_CEILING",
     "CLEAN_ACC", "FGSM_ACC", "PGD20_ACC", "PGD100_ACC", "AUTOATTACK_ACC", "NOISE_ACC", "ROBUST_METRICS",
     "baseline", "dp_baseline",
 ]
@@ -67,6 +67,8 @@ def ci_high(metric: str) -> str:
 EPSILON_LOWER_BOUND = "epsilon_lower_bound"
 CLAIMED_EPSILON = "claimed_epsilon"
 NUM_CANARIES = "num_canaries"
+#: the largest ε̂ the canary audit could show (every guess right): a claimed ε above it is not tested
+EPSILON_CEILING = "epsilon_ceiling"
 
 # ---------------------------------------------------------------- robustness: accuracy under attack in [0, 1]
 CLEAN_ACC = "clean_acc"

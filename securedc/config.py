@@ -90,13 +90,15 @@ def parse_number(text: str | float | int, *, name: str) -> float:
 
 
 def default_delta(num_examples: int) -> float:
-    """Default δ: the largest power of ten strictly below ``1 / num_examples``.
+    """Default δ: the largest power of ten strictly below ``1 / num_examples``, at most :data:`MAX_DELTA`.
 
     Example:
         >>> default_delta(60000)
         1e-05
         >>> default_delta(1000)
         0.0001
+        >>> default_delta(5)
+        0.01
     """
     if num_examples < 1:
         raise ConfigError("cannot choose a default delta for an empty dataset")
@@ -104,7 +106,7 @@ def default_delta(num_examples: int) -> float:
     delta = 10.0**exponent
     if delta >= 1.0 / num_examples:
         delta /= 10.0
-    return float(f"{delta:.0e}")
+    return min(MAX_DELTA, float(f"{delta:.0e}"))
 
 
 def default_pgd_step(eps: float) -> float:

@@ -268,3 +268,40 @@ def test_a_split_recorded_by_an_older_securedc_is_not_recreated(digits, tmp_path
     _, members, _, split, recreated = membership_split(digits, old, seed=0, where=tmp_path, say=notes.append)
     assert not recreated and members[0].shape[0] == digits.train_labels.numel()
     assert any("older securedc" in note.text for note in notes) and split["members"] == "whole training set"
+
+
+def test_canary_gate_says_when_it_cannot_fail() -> None:
+    """20 guesses of 100 canaries bound ε̂ by 1.82: at ε = 8 the gate passes whatever the release, and must say so."""
+    from securedc.audits.canary import epsilon_lower_bound
+
+    ceiling = epsilon_lower_bound(20, 20, num_canaries=100, delta=1e-5)
+    canary = AuditResult(name="canary", metrics={"epsilon_lower_bound": 0.0, "epsilon_ceiling": ceiling,
+                                                 "num_canaries": 100.0, "guesses": 20.0}, passed=True)
+    gate = certify({"canary": canary}, Policy(require_utility=False, require_mia=False), claimed_epsilon=8.0,
+                   adversarial=False).gates[0]
+    assert gate.passed and "INCONCLUSIVE" in gate.reason and f"{ceiling:.2f}" in gate.reason
+    testable = certify({"canary": canary}, Policy(require_utility=False, require_mia=False), claimed_epsilon=1.0,
+                       adversarial=False).gates[0]
+    assert testable.passed and "INCONCLUSIVE" not in testable.reason
+
+
+def test_nan_attack_scores_fail_the_mia_gates(digits) -> None:
+    """A diverged model gives NaN scores: no evidence, so the gates fail (they used to read chance)."""
+    from securedc.audits.mia import run_mia
+    from securedc.config import EvalConfig
+
+    members, nonmembers = split_members(digits.train_images, digits.train_labels, seed=0)
+    broken = torch.full((20, 1, 8, 8), float("nan"))
+    mia = run_mia(broken, torch.arange(20) % 10, members=members, nonmembers=nonmembers, num_classes=10,
+                  mean=digits.mean, std=digits.std, shadows=0, attacks=("loss",), max_targets=50, seed=0,
+                  eval_config=EvalConfig(models=1, epochs=1, dsa="none"))
+    assert math.isnan(mia.metrics["auc"]) and any("INVALID" in note for note in mia.notes)
+    cert = certify({"mia": mia}, Policy(require_utility=False, require_canary=False), claimed_epsilon=INF,
+                   adversarial=False)
+    assert {g.name for g in cert.failed} == {"mia-tpr", "mia-auc"}
+
+
+def test_policy_margins_are_fractions() -> None:
+    with pytest.raises(ConfigError, match="fraction"):
+        load_policy(None, utility_margin=2.0)
+    load_policy(None, utility_margin=1.0, canary_slack=2.0)  # a margin of 1 switches the gate off; slack is in ε

@@ -10,7 +10,7 @@ run the same condensation configuration on same-distribution data.
 from __future__ import annotations
 
 import logging
-
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -155,6 +155,7 @@ def run_mia(
     notes = [THREAT_MODEL]
     per_attack: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
+    invalid: list[str] = []
     tp = time.perf_counter()
     # the models trained on S and the shadow condensations, side by side; attacks score from them
     ctx.prefetch(shadows=any(a.needs_shadows for a in chosen))
@@ -167,6 +168,8 @@ def run_mia(
         named = attack.scores(ctx)
         dt = time.perf_counter() - ta
         for score_name, scores in named.items():
+            if bool(torch.isnan(scores).any()):  # a diverged model: no evidence, not "surely non-member"
+                invalid.append(score_name)
             result = attack_metrics(scores.numpy(), ctx.is_member.numpy(), resamples=bootstrap, seed=seed)
             result["reference"] = attack.reference
             result["seconds"] = round(dt, 3)
@@ -189,6 +192,11 @@ def run_mia(
         metrics[key] = max(float(v[key]) for v in per_attack.values())
         metrics[N.ci_high(key)] = max(float(v[N.ci_high(key)]) for v in per_attack.values())
         metrics[f"worst_attack_{key}"] = float(per_attack[worst][key])
+    if invalid:  # the headline is unknown, so every gate reading it fails
+        notes.append(f"INVALID: NaN scores from {', '.join(invalid)} (a diverged target or shadow model); "
+                     "the headline metrics are NaN and the MIA gates fail")
+        for key in list(metrics):
+            metrics[key] = math.nan
     metrics["num_attacks"] = float(len(per_attack))
     details: dict[str, Any] = {
         "attacks": per_attack,
