@@ -6,7 +6,7 @@ A release is *certified* when every applicable gate passes. The default
 ========================  ==========================================================  =========
 gate                      passes when                                                 default
 ========================  ==========================================================  =========
-``utility``               non-private: condensed accuracy ≥ random-real-subset         margin 0
+``utility``               non-private: condensed accuracy ≥ random-real-subset         0.01
                           accuracy − ``utility_margin``; private (finite ε):
                           condensed accuracy ≥ accuracy of the DP prototype baseline   0.02
                           of the same (ε, δ) − ``private_utility_margin``
@@ -72,7 +72,10 @@ class Policy:
 
     Attributes:
         utility_margin: condensed accuracy may be at most this much below the random real
-            subset's (accuracy in [0, 1]; 0 = must match or beat it).
+            subsets' (accuracy in [0, 1]; 0 = must match or beat it). Default 0.01: about two
+            standard errors of the 3-model difference on digits, where non-private S and random
+            subsets tie (93.7 vs 93.9 %, 2026-12-08): with 0 the same release was certified or
+            refused by the evaluation's noise.
         private_utility_baseline: reference of the utility gate for a private release:
             ``"dp-prototypes"`` (the DP prototype baseline of the same budget) or ``"random"``
             (the random real subset, as for non-private releases, with ``utility_margin``).
@@ -108,7 +111,7 @@ class Policy:
         require_sanity_checks: with ``--adv-eps``, every robustness sanity check must pass.
     """
 
-    utility_margin: float = 0.0
+    utility_margin: float = 0.01
     private_utility_baseline: str = "dp-prototypes"
     private_utility_margin: float = 0.02
     utility_all_architectures: bool = False

@@ -101,7 +101,10 @@ def run_utility_audit(
     ipc = int(counts.max())
     if int(counts.min()) != ipc:
         raise DataError(f"the condensed set must have the same number of images per class (got {counts.tolist()})")
-    rx, ry = random_subset(train_images, train_labels, ipc, seed=seed + 1)
+    # model k trains on its own random subset: the baseline averages over subset draws, not one lucky or
+    # unlucky draw (draw 0 is the robustness audit's baseline subset)
+    random_draws = [random_subset(train_images, train_labels, ipc, seed=seed + 1 + k)
+                    for k in range(eval_config.models)]
     main = architectures[0]
     private = math.isfinite(epsilon)
     d = None
@@ -114,7 +117,7 @@ def run_utility_audit(
                                              epsilon=float(epsilon), delta=d, draws=eval_config.models)
     # every model of every set is one job (trained side by side on a CPU), the main architecture first
     sets = [(arch, name, draws) for arch in architectures
-            for name, draws in (("condensed", [(images, labels)]), ("random", [(rx, ry)]),
+            for name, draws in (("condensed", [(images, labels)]), ("random", random_draws),
                                 ("dp_baseline", dp_baseline if private and arch == main else None)) if draws]
     evals = evaluate_requests([EvalRequest(draws=draws, config=dataclasses.replace(eval_config, model=arch),
                                            soft_labels=soft_labels if name == "condensed" else None)
@@ -135,8 +138,9 @@ def run_utility_audit(
         per_arch[arch] = {"condensed": syn.to_dict(), "random_subset": rnd.to_dict()}
     for key in (N.CONDENSED_ACC, N.RANDOM_ACC, N.CONDENSED_STD, N.RANDOM_STD):
         metrics[key] = metrics[N.per_architecture(key, main)]
-    notes = [f"{eval_config.models} fresh model(s) per architecture and training set; the random subset has "
-             f"{ipc} real image(s) per class drawn from the data the condenser saw"]
+    notes = [f"{eval_config.models} fresh model(s) per architecture and training set; each random-subset model "
+             f"trains on its own draw of {ipc} real image(s) per class from the data the condenser saw, so the "
+             "baseline averages over draws"]
     if soft_labels is not None:
         notes.append("the models on S train on the release's soft labels (KD loss), as a user of the file does; "
                      "the baselines on hard labels")

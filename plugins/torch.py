@@ -245,8 +245,9 @@ def condense(
         refresh: recompute even if a cached file exists.
         transform: passed to the returned :class:`CondensedDataset`.
         classes, mean, std: class names and PUBLIC normalisation constants (default 0.5).
-        test: real test data for the audit's accuracy (default: 20 % of each class of ``dataset``,
-            taken out before condensing); used only with ``audit``.
+        test: real test data for the audit's accuracy (default: each example of ``dataset`` with
+            probability 0.2, by a keyed hash of its bytes, taken out before condensing); used only
+            with ``audit``.
         audit: audit and certify the release (:class:`~securedc.audits.pipeline.AuditConfig`), as
             :func:`securedc.release` does; ``None`` (default) = not audited.
         policy: certification thresholds (a Policy, a TOML file, or ``None`` for the default).

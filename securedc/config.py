@@ -206,9 +206,10 @@ class PrivacyConfig:
             sensitivity is ``sqrt(sum C_k^2)``.
         sample_rate: Poisson rate q of each release; ``None`` = the signal-to-noise rule of
             :mod:`securedc.privacy.calibration` (chosen from ε, δ and R only, never from data).
-        counts: ``"released"`` (default: the per-class counts are released once through the
-            Gaussian mechanism with ``count_share`` of the budget and composed into the same
-            accountant) or ``"public"`` (the user declares the class counts public; recorded).
+        counts: ``"released"`` (default: the per-class counts are released through the Gaussian
+            mechanism — with the prototypes, or alone with ``count_share`` of the budget when the
+            prototype share is 0 — and composed into the same accountant) or ``"public"`` (the user
+            declares the class counts public; recorded).
         count_share: share of ε the count release would spend on its own (only when no
             prototypes are released).
         prototype_share: share of ε the phase-0 release of per-class mean images (the
@@ -606,7 +607,7 @@ class CondenseConfig:
         if self.privacy.private and self.init in REAL_DATA_INITS:
             raise PrivacyError(
                 f"--init {self.init} copies private images into the release and is refused with --epsilon; "
-                "use --init noise (the default in DP mode)"
+                "use the DP default --init auto (the DP prototypes) or --init noise"
             )
         return self
 

@@ -1,7 +1,7 @@
 """The audited release: condense → evaluate → audit → certify → export or refuse.
 
 :func:`release` is what ``securedc condense`` runs; a script gets the same files by calling it
-(docs/audits.md, "Order of an audited release"):
+(docs/audits.md, "Order of an audited run"):
 
 1. with the audit, an expected ``audit.holdout_fraction`` of the training data (each example by a
    keyed hash of its own bytes) is reserved as non-members **before** condensing

@@ -94,6 +94,9 @@ def test_utility_margin_and_cross_architecture() -> None:
     res = {"utility": _utility(0.78, 0.8), "mia": _mia(), "canary": _canary()}  # non-private: the random-subset rule
     assert not certify(res, claimed_epsilon=INF, adversarial=False).certified
     assert certify(res, Policy(utility_margin=0.05), claimed_epsilon=INF, adversarial=False).certified
+    tie = {**res, "utility": _utility(0.795, 0.8)}  # within the default 1-point margin: a tie, not a refusal
+    assert certify(tie, claimed_epsilon=INF, adversarial=False).certified
+    assert not certify(tie, Policy(utility_margin=0.0), claimed_epsilon=INF, adversarial=False).certified
     # a private release is judged against the DP baseline (margin 0.02), or the random rule when asked
     assert certify(res, claimed_epsilon=1.0, adversarial=False).certified
     assert not certify(res, Policy(private_utility_baseline="random"), claimed_epsilon=1.0, adversarial=False).certified

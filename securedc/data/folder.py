@@ -1,7 +1,8 @@
 """The ``folder:DIR`` source: images in class sub-folders (torchvision ``ImageFolder`` layout).
 
 ``DIR/train/<class>/*.png`` + ``DIR/test/<class>/*.png`` give the split; otherwise
-``DIR/<class>/*.png`` is split per class with ``seed`` (20 % test). All images must have the
+``DIR/<class>/*.png`` is split with ``seed``: each image goes to test with probability 0.2, by a keyed
+hash of its bytes (:func:`securedc.data.split.train_test_split`). All images must have the
 same size (no silent resizing). Greyscale files stay one channel when every file is grey.
 """
 
@@ -18,7 +19,7 @@ from securedc.errors import DataError
 __all__ = ["load_image_folder", "FOLDER_TEST_FRACTION"]
 
 FOLDER_TEST_FRACTION = 0.2
-"""Share of each class held out as test when ``DIR`` has no ``train``/``test`` sub-folders."""
+"""Expected share held out as test (per example) when ``DIR`` has no ``train``/``test`` sub-folders."""
 
 _GREY = ("1", "L", "LA", "I", "I;16", "F")
 

@@ -25,7 +25,7 @@ from securedc.errors import DataError
 __all__ = ["load_npz", "NPZ_TEST_FRACTION"]
 
 NPZ_TEST_FRACTION = 0.2
-"""Share of each class held out as test when the archive has no ``x_test``/``y_test``."""
+"""Expected share held out as test (per example) when the archive has no ``x_test``/``y_test``."""
 
 
 def _floats(arr: np.ndarray | None, path: Path, key: str) -> tuple[float, ...] | None:

@@ -2,7 +2,7 @@
 
 Files are looked for under ``root`` (default ``~/.cache/securedc/data``, torchvision's layout).
 MNIST-style sets are read with securedc's own IDX reader from ``ROOT/<Name>/raw`` or, failing
-that, from Debian's ``/usr/share/datasets/<name>`` (package ``fashion-mnist``). Missing files
+that, from Debian's ``/usr/share/datasets/<name>`` (package ``dataset-fashion-mnist``). Missing files
 are downloaded by torchvision only with ``download=True``; network failures become a one-line
 :class:`~securedc.errors.DataError`.
 

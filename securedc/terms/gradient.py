@@ -16,8 +16,8 @@ norm scales) are ignored by DC's distance and are therefore not released either.
 
 Which parameters (``layers``):
     The default is the final linear layer (``("classifier",)``): ``d = C · feature_dim``
-    (ConvNet-3 on 28×28: 10 · 1152 = 11 520 floats per example, ~30 MB for a Poisson
-    batch of 640 in float32; on 8×8 digits 1 280). Per-sample gradients of the whole
+    (ConvNet-3 on 28×28, padded to 32×32 as in DC: 10 · 2048 = 20 480 floats per example, ~52 MB
+    for a Poisson batch of 640 in float32; on 8×8 digits 1 280). Per-sample gradients of the whole
     ConvNet-3 (``layers=("",)``, every parameter) are ~300 k floats per example, i.e.
     ~1.2 MB each and ~0.8 GB per batch of 640: possible on a GPU, too slow/large for the
     default CPU path. Any parameter-name prefixes may be given (e.g.
