@@ -359,7 +359,11 @@ def _robustness_gates(result: AuditResult | None, policy: Policy, private: bool)
     rule = (f"rule: {label} accuracy of models trained on S ({policy.robust_protocol} training) >= that of the "
             f"{which} trained the same way - margin {policy.robust_margin:g}")
     if not math.isfinite(base):
-        reason = f"{label} accuracy of S is {100 * value:.1f} % but no baseline was measured to compare with; {rule}"
+        hint = ("; the quick audit does not train the DP prototype baseline adversarially: use a thorough audit "
+                "(AuditConfig(robustness_quick=False)), robust_protocol = \"standard\" or private_robust_baseline = "
+                "\"random\"" if dp and policy.robust_protocol == "adversarial" else "")
+        reason = (f"{label} accuracy of S is {100 * value:.1f} % but no baseline was measured to compare with"
+                  f"{hint}; {rule}")
     else:
         rnd = result.metrics.get(N.baseline(metric), math.nan)
         aside = (f"; a random real subset, not private, reaches {100 * rnd:.1f} %"

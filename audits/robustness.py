@@ -526,7 +526,8 @@ def run_robustness_audit(
     curve: dict[str, Any] = {}
     per_model: dict[str, list[dict[str, Any]]] = {}
     reused: list[str] = []
-    # informs only: the quick audit trains S and the random subset adversarially, not the DP baseline
+    # the quick audit trains S and the random subset adversarially, not the DP baseline: a policy whose
+    # robustness gate compares a private release adversarially with that baseline needs a thorough audit
     work = [(protocol, name) for protocol in protocols for name in sets
             if not (quick and protocol == "adversarial" and name == "dp_baseline")]
     models_of: dict[tuple[str, str], list[nn.Module]] = {}

@@ -240,3 +240,18 @@ def test_all_attacks_with_real_condensation_shadows(digits) -> None:
     # real init keeps (modified) copies of 100 of the 800 members: the nearest-neighbour attack sees them
     assert res.details["attacks"]["neighbour-pixel"]["tpr_at_1pct_fpr"] > 0.03
     assert res.metrics["auc"] >= max(a["auc"] for a in res.details["attacks"].values())
+
+
+def test_rmia_population_uses_out_shadows_when_drawn_from_the_targets() -> None:
+    """Without a separate population the targets serve as z: Pr(z) must average the shadows z was OUT of,
+    as for x (a shadow that trained on z would inflate Pr(z) and deflate every ratio against it)."""
+    from securedc.audits.mia.rmia import rmia_scores
+
+    p = torch.tensor([0.9, 0.5, 0.5, 0.5])
+    ref = torch.tensor([[0.99, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]])  # shadow 0 trained on target 0
+    out = torch.tensor([[False, True, True, True], [True, True, True, True]])
+    pooled = rmia_scores(p, ref, out, p, ref)
+    masked = rmia_scores(p, ref, out, p, ref, pop_out_mask=out)
+    assert not torch.equal(pooled, masked)
+    # with the OUT mean, z = target 0 has Pr(z) from shadow 1 only, a larger ratio against which target 1 scores lower
+    assert float(masked[1]) < float(pooled[1])

@@ -32,6 +32,7 @@ def rmia_scores(
     *,
     a: float = 0.3,
     gamma: float = 2.0,
+    pop_out_mask: Tensor | None = None,
 ) -> Tensor:
     """Offline RMIA score.
 
@@ -43,13 +44,18 @@ def rmia_scores(
         p_pop_ref: ``[K, m]`` Pr(z|θ') (population is OUT for every shadow).
         a: offline interpolation coefficient.
         gamma: likelihood-ratio threshold.
+        pop_out_mask: ``[K, m]`` z was not in shadow k's training set, when the population is drawn
+            from the shadows' data (``None``: a population no shadow trained on).
     """
-    outm = out_mask.double()
-    ref = p_target_ref.double()
-    mean_out = (ref * outm).sum(0) / outm.sum(0).clamp_min(1)
-    mean_out = torch.where(outm.sum(0) > 0, mean_out, ref.mean(0))
-    pr_x = 0.5 * ((1 + a) * mean_out + (1 - a))
-    pr_z = 0.5 * ((1 + a) * p_pop_ref.double().mean(0) + (1 - a))
+
+    def out_mean(ref: Tensor, mask: Tensor) -> Tensor:
+        outm = mask.double()
+        mean = (ref * outm).sum(0) / outm.sum(0).clamp_min(1)
+        return torch.where(outm.sum(0) > 0, mean, ref.mean(0))
+
+    pr_x = 0.5 * ((1 + a) * out_mean(p_target_ref.double(), out_mask) + (1 - a))
+    pop_ref = p_pop_ref.double()
+    pr_z = 0.5 * ((1 + a) * (pop_ref.mean(0) if pop_out_mask is None else out_mean(pop_ref, pop_out_mask)) + (1 - a))
     ratio_x = p_target.double() / pr_x  # [n]
     ratio_z = p_pop.double() / pr_z  # [m]
     lr = ratio_x[:, None] / ratio_z[None, :].clamp_min(1e-300)
@@ -74,11 +80,13 @@ class RMIAAttack(MIAttack):
         y = ctx.target_labels
         p_t = torch.stack([true_class_probability(lg, y) for lg in ctx.target_logits()]).mean(0)
         p_t_ref = torch.stack([true_class_probability(lg, y) for lg in stats.target_logits])
+        pop_out = None
         if ctx.population_images.shape[0] > 0:
             yz = ctx.population_labels
             p_z = torch.stack([true_class_probability(lg, yz) for lg in ctx.population_logits_on_release()]).mean(0)
             p_z_ref = torch.stack([true_class_probability(lg, yz) for lg in stats.population_logits])
         else:  # fall back to the pooled targets, each with its OUT shadows
-            p_z, p_z_ref = p_t, p_t_ref
-        score = rmia_scores(p_t, p_t_ref, ~stats.in_mask, p_z, p_z_ref, a=self.a, gamma=self.gamma)
+            p_z, p_z_ref, pop_out = p_t, p_t_ref, ~stats.in_mask
+        score = rmia_scores(p_t, p_t_ref, ~stats.in_mask, p_z, p_z_ref, a=self.a, gamma=self.gamma,
+                            pop_out_mask=pop_out)
         return {"rmia": score}
