@@ -192,14 +192,26 @@ def test_speed_dm_batch() -> None:
     groups = torch.arange(10).repeat_interleave(256)
     dsa = DSA(flip=False)
     g = _gen(0)
+    from securedc.models import create_model
+
+    net = create_model("convnet", in_channels=1, num_classes=10, image_size=(28, 28)).eval()
     dsa(x, dsa.sample(10, generator=g), groups)  # warm-up
-    times = []
-    for _ in range(5):
-        p = dsa.sample(10, generator=g)
-        t0 = time.perf_counter()
-        dsa(x, p, groups)
-        times.append(time.perf_counter() - t0)
-    assert sorted(times)[2] < 0.1, f"DSA on [2560, 1, 28, 28] took {sorted(times)[2]:.3f} s (median)"
+    times, model_times = [], []
+    one_class = x[:256]
+    with torch.no_grad():
+        net(one_class)
+        for _ in range(5):
+            p = dsa.sample(10, generator=g)
+            t0 = time.perf_counter()
+            dsa(x, p, groups)
+            times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            net(one_class)
+            model_times.append(time.perf_counter() - t0)
+    # relative to a model pass (on one class of the ten), so a loaded machine slows both sides alike
+    dsa_s, model_s = sorted(times)[2], sorted(model_times)[2]
+    assert dsa_s < 0.5 * model_s, (f"DSA on [2560, 1, 28, 28] took {dsa_s:.3f} s vs {model_s:.3f} s for a ConvNet "
+                                   "pass on 256 of the images")
 
 
 def test_scale_and_rotate_match_reference_warp() -> None:
