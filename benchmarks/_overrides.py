@@ -11,7 +11,8 @@ from securedc.config import CondenseConfig
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["lr_img=0.1", "init=real"]`` -> ``{"lr_img": 0.1, "init": "real"}`` typed by the field defaults.
 
-    A field whose default is ``None`` (e.g. ``lr_img``) is parsed as a float.
+    A field whose default is ``None`` takes an integer when the text is one (``releases=2``), else a
+    float (``lr_img=0.1``), else the text.
     """
     fields = {f.name: f for f in dataclasses.fields(CondenseConfig)}
     out: dict[str, Any] = {}
@@ -24,8 +25,19 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             out[key] = value.lower() in ("1", "true", "yes")
         elif isinstance(default, int):
             out[key] = int(value)
-        elif isinstance(default, float) or default is None:
+        elif isinstance(default, float):
             out[key] = float(value)
+        elif default is None:
+            out[key] = _number_or_text(value)
         else:
             out[key] = value
     return out
+
+
+def _number_or_text(value: str) -> int | float | str:
+    for parse in (int, float):
+        try:
+            return parse(value)
+        except ValueError:
+            continue
+    return value

@@ -27,6 +27,9 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
+    if len(sys.argv) != 3 or sys.argv[1] in ("-h", "--help") or not sys.argv[2].isdigit():
+        raise SystemExit("usage: python benchmarks/digits_vs_random.py DISCREPANCY ITERATIONS "
+                         "(e.g. mean-embedding 300)")
     torch.set_num_threads(1)
     disc, iters = sys.argv[1], int(sys.argv[2])
     b = load_dataset("digits")
