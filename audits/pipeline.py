@@ -43,7 +43,7 @@ from securedc.audits.base import AuditResult, create_audit, registered_audits
 from securedc.audits.context import AuditConfig, AuditContext, make_condense_fn
 from securedc.audits.certify import Certification, Policy, certify
 from securedc.config import CondenseConfig, EvalConfig
-from securedc.data.split import SPLIT_METHOD, record_split
+from securedc.data.split import SPLIT_METHOD, missing_classes, record_split
 from securedc.errors import ConfigError, DataError
 
 __all__ = ["AuditConfig", "AuditOutcome", "split_indices", "split_members", "split_record", "run_audits",
@@ -93,7 +93,7 @@ def split_indices(
         raise DataError(f"class {small[0]} has {int(counts[small[0]])} training image(s); the audit needs >= 2 per "
                         "class (one member, one non-member) or run with --no-audit")
     mem, non = record_split(images, labels, fraction=holdout_fraction, seed=seed, domain="members")
-    empty = sorted(set(labels.tolist()) - set(labels[mem].tolist()))
+    empty = missing_classes(labels, mem)
     if empty or not len(non):
         what = f"class {empty[0]} has no member" if empty else "no example is a non-member"
         raise DataError(f"{what} after the {holdout_fraction:g} holdout split (each example's side is a function "

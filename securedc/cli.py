@@ -244,9 +244,8 @@ def evaluate(
     from securedc.api import as_bundle
     from securedc.config import EvalConfig, parse_number, seed_problem
     from securedc.errors import Problem
-    from securedc.export import check_compatible, dataset_of
     from securedc.evaluate import evaluate_set
-    from securedc.export import load_condensed
+    from securedc.export import check_compatible, dataset_of, load_condensed
     from securedc.robust import PGDRecipe
 
     config = EvalConfig(models=models, epochs=epochs, model=model, dsa=dsa)

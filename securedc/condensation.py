@@ -135,9 +135,11 @@ def _run_local(
         )
     finally:
         say(Notice("condensed"))
+    writer = (functools.partial(condenser.save_bank, result=result, dataset=bundle.name)
+              if result.bank is not None else None)
     saved = None
-    if bank_path is not None and result.bank is not None:
-        condenser.save_bank(bank_path, result, dataset=bundle.name)
+    if bank_path is not None and writer is not None:
+        writer(bank_path)
         say(Notice("info", str(bank_path), label="statistics bank"))
         saved = bank_path
     soft = teacher_description = None
@@ -145,8 +147,6 @@ def _run_local(
         soft, teacher_description = _soft_labels(
             config, bundle, result.images, result.labels, terms=condenser.terms, make_network=condenser.make_network,
             real_data_teacher=mechanism is not None and not mechanism.private, say=say)
-    writer = (functools.partial(condenser.save_bank, result=result, dataset=bundle.name)
-              if result.bank is not None else None)
     return Condensation(images=result.images, labels=result.labels, config=config, result=result, bundle=bundle,
                         soft_labels=soft, bank_path=saved, teacher=teacher_description, write_bank=writer)
 
@@ -279,13 +279,27 @@ def run_condensation(
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     resume = Path(resume) if resume is not None else None
     if distributed if distributed is not None else launched_distributed():
-        if from_bank is not None or bank_path is not None:  # never silently read real data instead of the bank
-            raise ConfigError("--from-bank and --save-bank run in one process (a bank holds the releases of every "
-                              "class); run them without torchrun")
+        check_single_process_bank(from_bank=from_bank is not None, save_bank=bank_path is not None, distributed=True)
         return _run_distributed(config, bundle, say=say, checkpoint=checkpoint, resume=resume)
     return _run_local(config, bundle, say=say, checkpoint=checkpoint, resume=resume,
                       from_bank=Path(from_bank) if from_bank is not None else None,
                       bank_path=Path(bank_path) if bank_path is not None else None)
+
+
+def check_single_process_bank(*, from_bank: bool, save_bank: bool, distributed: bool | None = None) -> None:
+    """Refuse ``--from-bank`` / ``--save-bank`` in a ``torchrun`` launch (``distributed=None``: when launched so).
+
+    A bank holds the releases of every class, and a distributed run must never quietly read the real
+    data instead of the bank it was given.
+
+    Raises:
+        ConfigError: a bank option in a distributed run.
+    """
+    from securedc.plugins.distributed import launched_distributed
+
+    if (from_bank or save_bank) and (distributed if distributed is not None else launched_distributed()):
+        raise ConfigError("--from-bank and --save-bank run in one process (a bank holds the releases of every "
+                          "class); run them without torchrun")
 
 
 def step_events(callback: Any) -> Progress:

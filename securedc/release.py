@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from securedc.audits.certify import Policy, load_policy
 from securedc.audits.pipeline import AuditConfig, AuditOutcome
-from securedc.condensation import Condensation, run_condensation
+from securedc.condensation import Condensation, check_single_process_bank, run_condensation
 from securedc.config import CondenseConfig, EvalConfig
 from securedc.data import DatasetBundle
 from securedc.errors import CertificationError, ConfigError
@@ -113,15 +114,18 @@ def default_stem(dataset: str, ipc: int) -> str:
     return f"{safe}-ipc{ipc}"
 
 
-def _member_bundle(bundle: DatasetBundle, audit: AuditConfig, *, seed: int) -> tuple[DatasetBundle, dict[str, Any]]:
-    """The bundle restricted to the audit's members, plus the split record for the owner record."""
+def _member_bundle(
+    bundle: DatasetBundle, audit: AuditConfig, *, seed: int
+) -> tuple[DatasetBundle, dict[str, Any], tuple[Tensor, Tensor]]:
+    """The bundle restricted to the audit's members, the split record for the owner record, and the
+    non-members ``(x, y)`` (the split is computed once: it hashes every training example)."""
     from securedc.audits.pipeline import split_indices, split_record
 
     m, n = split_indices(bundle.train_images, bundle.train_labels, holdout_fraction=audit.holdout_fraction, seed=seed)
     split = split_record(m, n, holdout_fraction=audit.holdout_fraction, seed=seed, fingerprint=bundle.fingerprint)
     members = dataclasses.replace(bundle, train_images=bundle.train_images[m], train_labels=bundle.train_labels[m],
                                   fingerprint=bundle.fingerprint)
-    return members, split
+    return members, split, (bundle.train_images[n], bundle.train_labels[n])
 
 
 def _evaluation(cond: Condensation, eval_config: EvalConfig, say: Progress) -> dict[str, Any]:
@@ -143,15 +147,13 @@ def _evaluation(cond: Condensation, eval_config: EvalConfig, say: Progress) -> d
     return evaluation_section(result)
 
 
-def _audited(cond: Condensation, full: DatasetBundle, split: dict[str, Any], *, eval_config: EvalConfig,
-             audit: AuditConfig, policy: Policy, target: Path, force: bool, progress: Progress) -> dict[str, Any]:
+def _audited(cond: Condensation, full: DatasetBundle, split: dict[str, Any], members: tuple[Tensor, Tensor],
+             nonmembers: tuple[Tensor, Tensor], *, eval_config: EvalConfig, audit: AuditConfig, policy: Policy,
+             target: Path, force: bool, progress: Progress) -> dict[str, Any]:
     """Audit a fresh condensation: the :class:`Release` fields other than condensation and path."""
     from securedc.audit_record import audit_and_report, owner_audit_section, release_audit_section, report_dir_for
-    from securedc.audits.pipeline import split_members
     from securedc.audits.utility import evaluation_section
 
-    members, nonmembers = split_members(full.train_images, full.train_labels,
-                                        holdout_fraction=split["holdout_fraction"], seed=split["seed"])
     outcome, html = audit_and_report(
         cond.images, cond.labels, manifest=cond.manifest(), bundle=full, members=members, nonmembers=nonmembers,
         config=cond.config, split=split, eval_config=eval_config, audit=audit, policy=policy,
@@ -239,12 +241,7 @@ def release(
         eval_config = eval_config.validate()
     if name is not None and (not name or name != Path(name).name or name in (".", "..")):
         raise ConfigError(f"--name must be a file stem without a directory (got {name!r}); use --out for the folder")
-    if save_bank:
-        from securedc.plugins.distributed import launched_distributed
-
-        if launched_distributed():
-            raise ConfigError("--save-bank runs in one process (a bank holds the releases of every class); "
-                              "run it without torchrun")
+    check_single_process_bank(from_bank=from_bank is not None, save_bank=save_bank)
     out_dir = ensure_writable_dir(out)
     if audit is not None:  # every audit option is checked before the long computation
         policy, audit = resolve_policy(policy), audit.validate()
@@ -258,15 +255,17 @@ def release(
     stem = name or default_stem(full.name, config.ipc)
     target = out_dir / f"{stem}.safetensors"
     checkpoint = out_dir / f"{stem}.ckpt.safetensors"
-    bundle, split = _member_bundle(full, audit, seed=config.seed) if audit is not None else (full, {})
+    bundle, split, nonmembers = (_member_bundle(full, audit, seed=config.seed) if audit is not None
+                                 else (full, {}, None))
     # the bank is written only with the release: a refused run leaves no statistics of the data behind
     cond = run_condensation(config, bundle, progress=say, checkpoint=checkpoint, resume=resume, from_bank=from_bank)
     if cond is None:
         return None
     if audit is not None:
-        assert isinstance(policy, Policy)
-        fields = _audited(cond, full, split, eval_config=eval_config, audit=audit, policy=policy, target=target,
-                          force=force, progress=say)
+        assert isinstance(policy, Policy) and nonmembers is not None
+        fields = _audited(cond, full, split, (bundle.train_images, bundle.train_labels), nonmembers,
+                          eval_config=eval_config, audit=audit, policy=policy, target=target, force=force,
+                          progress=say)
     else:  # numbers measured on real data go to the owner record, never into the release
         evaluation = {"evaluation": _evaluation(cond, eval_config, say)} if evaluate else {}
         fields = dict(manifest=cond.manifest(), owner=cond.owner_record(**evaluation))

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from securedc.errors import ConfigError, DataError
 
-__all__ = ["SPLIT_METHOD", "record_uniforms", "record_split", "train_test_split"]
+__all__ = ["SPLIT_METHOD", "record_uniforms", "record_split", "missing_classes", "train_test_split"]
 
 #: recorded with a split so an audit can tell whether it can recreate it (older securedc permuted indices)
 SPLIT_METHOD = "record-hash-v1"
@@ -110,6 +110,16 @@ def record_split(
     return idx[~held], idx[held]
 
 
+def missing_classes(labels: Tensor, kept: Tensor) -> list[int]:
+    """Classes present in ``labels`` with no example among the indices ``kept``, sorted.
+
+    Example:
+        >>> missing_classes(torch.tensor([0, 1, 1, 2]), torch.tensor([1, 2]))
+        [0, 2]
+    """
+    return sorted(set(labels.tolist()) - set(labels[kept].tolist()))
+
+
 def train_test_split(images: Tensor, labels: Tensor, *, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Train/test indices for a source without a test split (:func:`record_split`, domain ``"test"``).
 
@@ -124,7 +134,7 @@ def train_test_split(images: Tensor, labels: Tensor, *, test_fraction: float, se
         (20, [0, 1])
     """
     train, test = record_split(images, labels, fraction=test_fraction, seed=seed, domain="test")
-    missing = sorted(set(labels.tolist()) - set(labels[train].tolist()))
+    missing = missing_classes(labels, train)
     if missing:
         raise DataError(f"class(es) {missing[:10]} have no training example after the {test_fraction:g} test split "
                         "(each example's side is a function of its own bytes); give a test split or more examples")
